@@ -1,0 +1,599 @@
+"""SReT: Sliced Recursive Transformer.
+
+Paper: "Sliced Recursive Transformer", Zhiqiang Shen, Zechun Liu, Eric Xing, ECCV 2022 (arXiv:2111.05297).
+Official code: https://github.com/szq0214/SReT (MIT). Written from the paper and the official model's behaviour;
+equivalence is proven by the parity fixture in ``../shared/parity/sret``.
+
+A three-stage ViT (strides 8 / 16 / 32) with a convolutional stem. Each attention block is applied twice
+(recursion) with a small MLP "projection layer" after each application, so a stage of depth ``d`` owns ``d / 2``
+attention blocks and ``d`` projection layers. Attention is sliced: the tokens (raster order) are split into
+contiguous groups that attend within themselves; the recursive application uses other group counts and, when it
+has more than one group, first shuffles the tokens by a random permutation.
+
+Randomness at inference: the official model draws that permutation with ``torch.randperm`` from the global CPU
+generator on every recursive application, in eval mode too. We do the same by default (same draws, same order, so
+seeding the global generator reproduces the official outputs). For reproducible inference set
+``model.set_shuffle_seed(seed)``: every forward then draws its permutations from a private generator seeded with
+``seed``, so outputs no longer depend on the global RNG (nor perturb it).
+
+Other input sizes: the absolute position embedding (sized ``img_size / 8``) is resized bicubically to the stem's
+output, as timm does for ViTs; every stage's token count must be divisible by its group counts, which holds for
+sides that are multiples of 32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ['SReT']
+
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+
+class SlicedAttention(nn.Module):
+    """Multi-head self-attention within contiguous token groups, optionally after a token permutation."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim={dim} must be divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, num_groups: int = 1, perm: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        if perm is not None:
+            x = x[:, perm]
+        # Groups are contiguous runs of N / G tokens: attention on a (B * G) batch is the block-diagonal attention.
+        qkv = self.qkv(x).reshape(B * num_groups, N // num_groups, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        if perm is not None:
+            x = x[:, torch.argsort(perm)]
+        return self.proj_drop(self.proj(x))
+
+
+class ResidualScale(nn.Module):
+    """A learnable scalar multiplying a residual path (initialised to 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class AttentionBlock(nn.Module):
+    """x = s1 * x + s2 * Attn(LN(x)); x = s3 * x + s4 * MLP(LN(x)), with learnable scalars s_i."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.norm1 = LayerNorm(dim)
+        self.attn = SlicedAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.norm2 = LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.skip_scale1, self.attn_scale = ResidualScale(), ResidualScale()
+        self.skip_scale2, self.mlp_scale = ResidualScale(), ResidualScale()
+
+    def forward(self, x: torch.Tensor, num_groups: int = 1, perm: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.skip_scale1(x) + self.attn_scale(self.drop_path(self.attn(self.norm1(x), num_groups, perm)))
+        x = self.skip_scale2(x) + self.mlp_scale(self.drop_path(self.mlp(self.norm2(x))))
+        return x
+
+
+class ProjectionLayer(nn.Module):
+    """The non-linear projection between recursions: x = s1 * x + s2 * MLP(LN(x))."""
+
+    def __init__(self, dim: int, mlp_ratio: float, proj_drop: float = 0.0):
+        super().__init__()
+        self.norm = LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.skip_scale, self.mlp_scale = ResidualScale(), ResidualScale()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip_scale(x) + self.mlp_scale(self.mlp(self.norm(x)))
+
+
+class ConvPool(nn.Module):
+    """PiT-style pooling between stages: 3x3 stride-2 grouped conv doubling the channels."""
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1, groups=in_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvStem(nn.Module):
+    """Three 3x3 stride-2 conv + BN + ReLU layers (total stride 8): in_chans -> C/2 -> C -> C."""
+
+    def __init__(self, in_chans: int, out_chs: int):
+        super().__init__()
+        mid_chs = out_chs // 2
+        self.conv1, self.bn1 = nn.Conv2d(in_chans, mid_chs, 3, 2, 1), nn.BatchNorm2d(mid_chs)
+        self.conv2, self.bn2 = nn.Conv2d(mid_chs, out_chs, 3, 2, 1), nn.BatchNorm2d(out_chs)
+        self.conv3, self.bn3 = nn.Conv2d(out_chs, out_chs, 3, 2, 1), nn.BatchNorm2d(out_chs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.relu(self.bn3(self.conv3(x)))
+
+
+class SReTStage(nn.Module):
+    """One stage: (pooling,) then for each attention block: block, projection, block again (recursion), projection."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        groups: int,
+        recursive_groups: int,
+        mlp_ratio: float,
+        proj_mlp_ratio: float,
+        downsample: bool,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: Sequence[float] = (),
+    ):
+        super().__init__()
+        if depth % 2:
+            raise ValueError(f'depth={depth}: every attention block is applied twice, so depth must be even')
+        num_blocks = depth // 2
+        self.groups, self.recursive_groups = groups, recursive_groups
+        self.grad_checkpointing = False
+        self.downsample = ConvPool(in_chs, dim) if downsample else nn.Identity()
+        # The official model gives block j the drop-path rate of the stage's j-th application.
+        self.blocks = nn.ModuleList(
+            AttentionBlock(dim, num_heads, mlp_ratio, proj_drop, attn_drop, drop_path[j] if drop_path else 0.0)
+            for j in range(num_blocks)
+        )
+        self.projs = nn.ModuleList(ProjectionLayer(dim, proj_mlp_ratio, proj_drop) for _ in range(depth))
+
+    def _call(self, module: nn.Module, *args) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self.downsample(x)
+        B, C, H, W = x.shape
+        N = H * W
+        for groups in (self.groups, self.recursive_groups):
+            if N % groups:
+                raise ValueError(
+                    f'a {H}x{W} map ({N} tokens) cannot be split into {groups} attention groups; '
+                    'use input sides that are multiples of 32'
+                )
+        x = x.flatten(2).transpose(1, 2)
+        for j, block in enumerate(self.blocks):
+            x = self._call(block, x, self.groups)
+            x = self._call(self.projs[2 * j], x)
+            # Drawn outside any checkpointed call so recomputation reuses the same permutation.
+            perm = None
+            if self.recursive_groups > 1:
+                perm = torch.randperm(N, generator=generator).to(x.device)
+            x = self._call(block, x, self.recursive_groups, perm)
+            x = self._call(self.projs[2 * j + 1], x)
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+class SReT(nn.Module):
+    """Sliced Recursive Transformer.
+
+    Args:
+        img_size: size the absolute position embedding is built for (img_size / 8 per side).
+        base_dims, num_heads: per-stage head dim and head count (stage width = base_dim * num_heads).
+        depths: attention applications per stage (each block is applied twice, so depth / 2 blocks).
+        groups: group count of each block's first application per stage; ``None`` for unsliced (global) attention.
+        recursive_groups: group count of the second (recursive) application; shuffled first when > 1.
+        mlp_ratio: block MLP ratio; proj_mlp_ratio: ratio of the projection layers between recursions.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = 'avg',
+        base_dims: Sequence[int] = (32, 32, 32),
+        num_heads: Sequence[int] = (2, 4, 8),
+        depths: Sequence[int] = (4, 10, 6),
+        groups: Sequence[int] | None = (8, 4, 1),
+        recursive_groups: Sequence[int] | None = (2, 1, 1),
+        mlp_ratio: float = 3.6,
+        proj_mlp_ratio: float = 1.0,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        num_stages = len(depths)
+        if not (len(base_dims) == len(num_heads) == num_stages):
+            raise ValueError(f'base_dims={base_dims}, num_heads={num_heads}, depths={depths} must have equal lengths')
+        groups = tuple(groups) if groups is not None else (1,) * num_stages
+        recursive_groups = tuple(recursive_groups) if recursive_groups is not None else (1,) * num_stages
+        img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        dims = [b * h for b, h in zip(base_dims, num_heads)]
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.img_size = img_size
+        self.drop_rate = drop_rate
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.shuffle_seed: int | None = None
+        self.min_input_size = 2 ** (num_stages + 2)
+
+        self.stem = ConvStem(in_chans, dims[0])
+        self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], img_size[0] // 8, img_size[1] // 8))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        # Official rule: rates over all applications, linearly from 0 (exclusive of drop_path_rate).
+        total = sum(depths)
+        rates = [drop_path_rate * i / total for i in range(total)]
+        stages, self.feature_info, start, prev = [], [], 0, dims[0]
+        for i in range(num_stages):
+            stages.append(
+                SReTStage(
+                    prev,
+                    dims[i],
+                    depths[i],
+                    num_heads[i],
+                    groups[i],
+                    recursive_groups[i],
+                    mlp_ratio,
+                    proj_mlp_ratio,
+                    downsample=i > 0,
+                    proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=rates[start : start + depths[i]],
+                )
+            )
+            start += depths[i]
+            prev = dims[i]
+            self.feature_info.append(dict(num_chs=dims[i], reduction=8 * 2**i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.head = NormMlpClassifierHead(
+            dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-6)
+        )
+        self._init_weights()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def _init_weights(self):
+        trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def set_shuffle_seed(self, seed: int | None) -> None:
+        """``None``: draw token permutations from the global CPU RNG (official behaviour); an int: from a private
+        generator reseeded with it at every forward (deterministic inference)."""
+        self.shuffle_seed = seed
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {'pos_embed'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r'^pos_embed|^stem',
+            blocks=r'^stages\.(\d+)'
+            if coarse
+            else [(r'^stages\.(\d+)\.(blocks|projs)\.(\d+)', None), (r'^stages\.(\d+)\.downsample', (0,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f'expected a 4-D (B, {self.in_chans}, H, W) input, got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f'expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(
+                f'input size {tuple(x.shape[-2:])} is too small: SReT needs at least '
+                f'{self.min_input_size}x{self.min_input_size} (sides that are multiples of 32)'
+            )
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = self.stem(x)
+        pos_embed = self.pos_embed
+        if pos_embed.shape[-2:] != x.shape[-2:]:
+            pos_embed = F.interpolate(pos_embed, size=x.shape[-2:], mode='bicubic', align_corners=False)
+        return self.pos_drop(x + pos_embed)
+
+    def _generator(self) -> torch.Generator | None:
+        if self.shuffle_seed is None:
+            return None
+        return torch.Generator().manual_seed(self.shuffle_seed)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = 'NCHW',
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (strides 8 / 16 / 32) as NCHW maps; ``norm`` has no effect (SReT normalises after
+        pooling only)."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r}: only 'NCHW' is supported")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        generator = self._generator()
+        x = self._embed(x)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x, generator)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[: max_index + 1]
+        if prune_head or max_index < len(self.feature_info) - 1:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.head.reset(0, '', in_features=self.num_features)
+            self.num_classes = 0
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        generator = self._generator()
+        x = self._embed(x)
+        for stage in self.stages:
+            x = stage(x, generator)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _official_to_ours(key: str, stage_depths: Sequence[int]) -> tuple[str, int] | None:
+    """Map one official key to ours; returns (key, priority) where a higher priority wins among duplicates."""
+    parts = key.split('.')
+    if parts[0] == 'patch_embed':
+        return 'stem.' + '.'.join(parts[1:]), 0
+    if parts[0] == 'pools':
+        return f'stages.{int(parts[1]) + 1}.downsample.' + '.'.join(parts[2:]), 0
+    if parts[0] == 'norm':
+        return 'head.norm.' + parts[1], 0
+    if parts[0] == 'head':
+        return 'head.fc.' + parts[1], 0
+    if parts[0] == 'transformers' and parts[2] == 'blocks':
+        stage, index, rest = int(parts[1]), int(parts[3]), parts[4:]
+        coefficient = {
+            'coefficient1': 'skip_scale1',
+            'coefficient2': 'attn_scale',
+            'coefficient3': 'skip_scale2',
+            'coefficient4': 'mlp_scale',
+        }
+        if index % 2:  # projection layer
+            names = {'coefficient1': 'skip_scale', 'coefficient2': 'mlp_scale', 'norm1': 'norm'}
+            if rest[0] in names:
+                rest = [names[rest[0]], 'scale' if rest[0].startswith('coefficient') else rest[1]]
+            return f'stages.{stage}.projs.{(index - 1) // 2}.' + '.'.join(rest), 0
+        if rest[0] in coefficient:
+            rest = [coefficient[rest[0]], 'scale']
+        # Executed modules 4j and 4j + 2 are the same block j; the official loader ends with the later key.
+        return f'stages.{stage}.blocks.{index // 4}.' + '.'.join(rest), index % 4
+    return None
+
+
+def checkpoint_filter_fn(state_dict: dict, model: SReT) -> dict:
+    """Convert an official SReT checkpoint (sliced or not, distilled or not) to our layout.
+
+    Shared blocks are stored twice in official files; we keep the later key (what the official ``load_state_dict``
+    ends with) and warn when the two copies differ. The position embedding is resized to the model's when the
+    checkpoint was trained at another resolution. Our own layout passes through.
+    """
+    if 'stem.conv1.weight' in state_dict:
+        out = dict(state_dict)
+    else:
+        depths = [len(stage.projs) for stage in model.stages]
+        out, priority = {}, {}
+        for key, value in state_dict.items():
+            mapped = _official_to_ours(key, depths)
+            if mapped is None:
+                out[key] = value  # unknown: left for the strict check to name
+                continue
+            new_key, rank = mapped
+            if new_key in out and not torch.equal(out[new_key], value):
+                warnings.warn(
+                    f'official checkpoint holds two different copies of shared parameter {new_key} '
+                    '(a real checkpoint stores identical copies); using the later one, as the official loader does',
+                    stacklevel=2,
+                )
+            if new_key not in out or rank >= priority[new_key]:
+                out[new_key], priority[new_key] = value, rank
+    pos = out.get('pos_embed')
+    if pos is not None and pos.shape != model.pos_embed.shape and pos.ndim == 4:
+        out['pos_embed'] = F.interpolate(
+            pos.float(), size=model.pos_embed.shape[-2:], mode='bicubic', align_corners=False
+        ).to(pos.dtype)
+    return out
+
+
+def _create_sret(variant: str, pretrained: bool = False, **kwargs) -> SReT:
+    return build_model_with_cfg(
+        SReT,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2), feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs) -> dict:
+    return {
+        'url': url,
+        'num_classes': 1000,
+        'input_size': (3, 224, 224),
+        'pool_size': (7, 7),
+        'crop_pct': 0.875,
+        'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv1',
+        'classifier': 'head.fc',
+        'license': 'mit',
+        'paper_ids': 'arXiv:2111.05297',
+        'paper_name': 'Sliced Recursive Transformer',
+        'origin_url': 'https://github.com/szq0214/SReT',
+        **kwargs,
+    }
+
+
+def _drive(file_id: str) -> str:
+    return f'https://drive.google.com/file/d/{file_id}/view'
+
+
+# Official Google Drive files (last-epoch weights, nested under 'model'); `.in1k_dist` = trained with distillation.
+default_cfgs = generate_default_cfgs(
+    {
+        'sret_tiny.in1k': _cfg(url=_drive('1FDTpva6y-I_bKmyVmLFDn_3BlDq3dwni')),
+        'sret_tiny.in1k_dist': _cfg(url=_drive('1xzG4VQyQyxWJfQTcGCE-fuMuK3BwPCjK')),
+        'sret_little_tiny.in1k': _cfg(url=_drive('1uSWvoVLHmOH6rNYiXSxD_rlN5dSBvEm3')),
+        'sret_little_tiny.in1k_dist': _cfg(url=_drive('1l6u0q4kwli5czEyo4TeJANtqsulh-J5G')),
+        'sret_little_tiny_g16.in1k': _cfg(url=_drive('1sKW9KJ5PLkDVXcW6m7dp8ieLwyCJNRqV')),
+        'sret_small.in1k': _cfg(url=_drive('1y6F_bCgS1sagm7pxjAtuSPUB5HoNb8Ed')),
+        'sret_tiny_noslice.in1k': _cfg(url=_drive('1wHM7NRSkz-WykCSES17xFV56h_m5RMXj')),
+        'sret_tiny_noslice.in1k_dist': _cfg(url=_drive('1P1qK-j1Cac5le8-DNUFBbjmIpRThuiVp')),
+        'sret_little_tiny_noslice.in1k': _cfg(url=_drive('1EXwfiMMa1UVQ_tmY6YQJ-Se0b3bW5NpC')),
+        'sret_little_tiny_noslice.in1k_dist': _cfg(url=_drive('1FDqkfkw5nZEuTcBmiBKg3lvPJOPQWS6i')),
+        'sret_small_noslice.in1k': _cfg(url=_drive('1vlsxJieKhfnw-F6xFiwczvXBuk7ugXxm')),
+        'sret_tiny_noslice_384.in1k_dist': _cfg(
+            url=_drive('11mWAktu6LrNa0Qt61WJGA0eTWoKYD1Be'), input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
+        ),
+        'sret_small_noslice_384.in1k_dist': _cfg(
+            url=_drive('1z5whJpXbbtFdjLpS1pCPvKcJhVnYCeo-'), input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
+        ),
+        'sret_small_noslice_512.in1k_dist': _cfg(
+            url=_drive('1AZXIGMiGboI-nkoKuPnHnhDlBwZumuiB'), input_size=(3, 512, 512), pool_size=(16, 16), crop_pct=1.0
+        ),
+    }
+)
+
+_TINY = dict(base_dims=(32, 32, 32), num_heads=(2, 4, 8), depths=(4, 10, 6), mlp_ratio=3.6, proj_mlp_ratio=1.0)
+_LITTLE_TINY = dict(_TINY, mlp_ratio=4.0)
+_SMALL = dict(base_dims=(42, 42, 42), num_heads=(3, 6, 12), depths=(4, 10, 6), mlp_ratio=3.0, proj_mlp_ratio=2.0)
+_SLICED = dict(groups=(8, 4, 1), recursive_groups=(2, 1, 1))
+_NO_SLICE = dict(groups=None, recursive_groups=None)
+
+
+@register_model
+def sret_tiny(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_TINY, **_SLICED, drop_path_rate=0.1)
+    return _create_sret('sret_tiny', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_little_tiny(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_LITTLE_TINY, **_SLICED, drop_path_rate=0.1)
+    return _create_sret('sret_little_tiny', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_little_tiny_g16(pretrained: bool = False, **kwargs) -> SReT:
+    """SReT-LT with the README's alternative slicing [16-14-1, 1-1-1]."""
+    model_args = dict(_LITTLE_TINY, groups=(16, 14, 1), recursive_groups=(1, 1, 1), drop_path_rate=0.1)
+    return _create_sret('sret_little_tiny_g16', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_small(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_SMALL, **_SLICED, drop_path_rate=0.1)
+    return _create_sret('sret_small', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_tiny_noslice(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_TINY, **_NO_SLICE)
+    return _create_sret('sret_tiny_noslice', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_little_tiny_noslice(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_LITTLE_TINY, **_NO_SLICE)
+    return _create_sret('sret_little_tiny_noslice', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_small_noslice(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_SMALL, **_NO_SLICE)
+    return _create_sret('sret_small_noslice', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_tiny_noslice_384(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_TINY, **_NO_SLICE, img_size=384)
+    return _create_sret('sret_tiny_noslice_384', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_small_noslice_384(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_SMALL, **_NO_SLICE, img_size=384)
+    return _create_sret('sret_small_noslice_384', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def sret_small_noslice_512(pretrained: bool = False, **kwargs) -> SReT:
+    model_args = dict(_SMALL, **_NO_SLICE, img_size=512)
+    return _create_sret('sret_small_noslice_512', pretrained, **dict(model_args, **kwargs))

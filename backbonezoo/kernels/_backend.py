@@ -1,0 +1,53 @@
+"""Backend choice for every operator, in one place.
+
+``backend=None`` (or ``'auto'``) uses Triton for CUDA tensors when Triton is importable and the fast
+PyTorch path otherwise. ``BACKBONEZOO_KERNEL_BACKEND`` sets the default; an explicit argument wins.
+``'reference'`` is the plain specification, ``'torch'`` the fast PyTorch path, ``'triton'`` the Triton
+kernels (on CPU tensors only under ``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+BACKENDS = ('reference', 'torch', 'triton')
+ENV_VAR = 'BACKBONEZOO_KERNEL_BACKEND'
+
+
+@functools.cache
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_interpret() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def resolve_backend(backend: str | None, tensor: torch.Tensor, op: str, supported: tuple[str, ...] = BACKENDS) -> str:
+    """The backend ``op`` runs on for ``tensor``; raises ValueError naming the argument when not possible."""
+    chosen = backend if backend is not None else os.environ.get(ENV_VAR, 'auto')
+    if chosen == 'auto':
+        if tensor.is_cuda and 'triton' in supported and triton_available():
+            return 'triton'
+        return 'torch' if 'torch' in supported else 'reference'
+    if chosen not in BACKENDS:
+        source = 'backend' if backend is not None else ENV_VAR
+        raise ValueError(f"{op}: {source}={chosen!r} is not one of 'auto', {', '.join(map(repr, BACKENDS))}")
+    if chosen not in supported:
+        raise ValueError(f'{op}: backend={chosen!r} is not supported by this operator; expected one of {supported}')
+    if chosen == 'triton':
+        if not triton_available():
+            raise ValueError(f"{op}: backend='triton' needs the triton package, which is not installed")
+        if not tensor.is_cuda and not triton_interpret():
+            raise ValueError(
+                f"{op}: backend='triton' needs CUDA tensors (got device {tensor.device}); "
+                'set TRITON_INTERPRET=1 to run the kernels on CPU for testing'
+            )
+    return chosen

@@ -1,0 +1,1 @@
+"""Small shared building blocks that timm.layers does not already have."""

@@ -1,0 +1,1 @@
+"""Necks our dense configs need that mmdet / mmseg lack."""

@@ -1,0 +1,111 @@
+"""Family metadata in one place: papers, code, licenses, variants and their paper-reported numbers.
+
+Each family describes itself in ``backbonezoo/zoo/<family>.py`` as a module-level ``FAMILY = Family(...)``.
+Tests, tools (benchmark, model cards, conversion) and ``backbonezoo.list_models`` read only this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+
+__all__ = ['Family', 'Variant', 'families', 'get_family', 'family_of', 'variant_info']
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One registered model.
+
+    ``params`` is the official model's parameter count (exact where official code exists); ``params_rtol``
+    the relative tolerance a test allows (0 = exact). ``gmacs`` / ``top1`` are the paper's figures at
+    ``img_size`` (papers say "FLOPs" for multiply-accumulates; we keep their number and call it GMACs).
+    """
+
+    name: str
+    paper_name: str
+    params: int | None
+    gmacs: float | None = None
+    top1: float | None = None
+    img_size: int | tuple[int, int] = 224
+    params_rtol: float = 0.0
+    weights: str = ''
+    notes: str = ''
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return (self.img_size, self.img_size) if isinstance(self.img_size, int) else tuple(self.img_size)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family: where it comes from and what it registers.
+
+    ``module`` is the importable module holding the family's ``checkpoint_filter_fn(state_dict, model)``.
+    ``timm_owned`` families are timm's own models: we extend them and never re-register their names.
+    ``size_divisor``: inputs whose sides are multiples of this always work for classification models;
+    ``min_size``: the smallest side the models accept (used by the contract tests' second size and
+    bad-input checks). ``fixed_size``: the model only runs at its ``img_size``.
+    """
+
+    name: str
+    title: str
+    paper: str
+    arxiv: str
+    code: str
+    code_license: str
+    weights_license: str
+    module: str
+    variants: tuple[Variant, ...]
+    citation: str = ''
+    timm_owned: bool = False
+    size_divisor: int = 32
+    min_size: int = 32
+    fixed_size: bool = False
+    summary: str = ''
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+
+_FAMILIES: dict[str, Family] | None = None
+
+
+def families() -> dict[str, Family]:
+    """All families, by name, in a stable order."""
+    global _FAMILIES
+    if _FAMILIES is None:
+        found = {}
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            module = importlib.import_module(f'{__name__}.{info.name}')
+            family = getattr(module, 'FAMILY', None)
+            if isinstance(family, Family):
+                found[family.name] = family
+        _FAMILIES = found
+    return _FAMILIES
+
+
+def get_family(name: str) -> Family:
+    all_families = families()
+    if name not in all_families:
+        raise KeyError(f'Unknown family {name!r}; expected one of {sorted(all_families)}')
+    return all_families[name]
+
+
+def family_of(model_name: str) -> Family:
+    """The family a registered model name belongs to."""
+    base = model_name.split('.')[0]
+    for family in families().values():
+        if base in family.model_names:
+            return family
+    raise KeyError(f'{model_name!r} is not a backbonezoo model; see backbonezoo.list_models()')
+
+
+def variant_info(model_name: str) -> Variant:
+    base = model_name.split('.')[0]
+    for variant in family_of(base).variants:
+        if variant.name == base:
+            return variant
+    raise AssertionError('unreachable')

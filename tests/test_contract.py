@@ -1,0 +1,178 @@
+"""What every zoo model must do, parametrised over ``backbonezoo.list_models()``.
+
+Each family's first (smallest) variant runs by default; every variant runs under ``-m slow``. Families only add
+tests for what is special to them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+
+import backbonezoo
+
+FIRST_VARIANTS = {fam.model_names[0] for fam in backbonezoo.families().values()}
+MODELS = [
+    pytest.param(name, marks=() if name in FIRST_VARIANTS else pytest.mark.slow, id=name)
+    for name in backbonezoo.list_models()
+]
+if not MODELS:  # keeps the module meaningful (and collected) before any family lands
+    MODELS = [pytest.param(None, marks=pytest.mark.skip(reason='no zoo models registered yet'), id='none')]
+
+
+def input_size(name: str) -> tuple[int, int, int]:
+    cfg = timm.get_pretrained_cfg(name)
+    return tuple(cfg.input_size)
+
+
+def second_size(name: str) -> tuple[int, int] | None:
+    """A non-square size other than the default that the family accepts, or None for fixed-size models."""
+    family = backbonezoo.family_of(name)
+    if family.fixed_size:
+        return None
+    _, h, w = input_size(name)
+    step = family.size_divisor
+    smaller = w - step
+    return (h, smaller if smaller >= family.min_size else w + step)
+
+
+def build(name: str, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
+def forward_eval(model: torch.nn.Module, x: torch.Tensor, random_eval: bool) -> torch.Tensor:
+    if random_eval:  # the official model draws random numbers at inference: seeded, it must be repeatable
+        torch.manual_seed(1234)
+    with torch.no_grad():
+        return model(x)
+
+
+def random_eval(name: str) -> bool:
+    return bool(backbonezoo.family_of(name).extra.get('random_eval', False))
+
+
+@pytest.fixture(scope='module')
+def eval_models():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache.clear()  # keep one model alive at a time
+            cache[name] = build(name).eval()
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_param_count_matches_metadata(name, eval_models):
+    variant = backbonezoo.variant_info(name)
+    count = sum(p.numel() for p in eval_models(name).parameters())
+    assert variant.params is not None, f'{name}: metadata lacks the official parameter count'
+    rtol = variant.params_rtol
+    assert abs(count - variant.params) <= rtol * variant.params, (
+        f'{name}: {count:,} parameters, official {variant.params:,} (rtol {rtol})'
+    )
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_default_and_second_size(name, eval_models):
+    model = eval_models(name)
+    _, h, w = input_size(name)
+    num_classes = model.num_classes
+    out = forward_eval(model, torch.randn(1, 3, h, w), random_eval(name))
+    assert out.shape == (1, num_classes) and torch.isfinite(out).all()
+    size = second_size(name)
+    if size is not None:
+        out = forward_eval(model, torch.randn(1, 3, *size), random_eval(name))
+        assert out.shape == (1, num_classes) and torch.isfinite(out).all(), f'{name} at {size}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_eval_is_deterministic(name, eval_models):
+    model = eval_models(name)
+    x = torch.randn(2, 3, *input_size(name)[1:])
+    first = forward_eval(model, x, random_eval(name))
+    second = forward_eval(model, x, random_eval(name))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_backward_reaches_every_parameter(name):
+    model = build(name, num_classes=7).train()
+    size = second_size(name) or input_size(name)[1:]
+    out = model(torch.randn(2, 3, *size[-2:]))
+    out.float().square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f'{name}: parameters without gradient: {missing[:10]}'
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only_matches_feature_info(name):
+    model = build(name, features_only=True).eval()
+    _, h, w = input_size(name)
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, h, w))
+    channels, reductions = model.feature_info.channels(), model.feature_info.reduction()
+    assert [f.shape[1] for f in features] == channels
+    for f, r in zip(features, reductions):
+        assert f.shape[-2] in (h // r, math.ceil(h / r)) and f.shape[-1] in (w // r, math.ceil(w / r)), (
+            f'{name}: feature {tuple(f.shape)} at reduction {r} for input {h}x{w}'
+        )
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_intermediates_agree_with_forward_features(name, eval_models):
+    model = eval_models(name)
+    x = torch.randn(1, 3, *input_size(name)[1:])
+    if random_eval(name):
+        torch.manual_seed(1234)
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        if random_eval(name):
+            torch.manual_seed(1234)
+        features = model.forward_features(x)
+    torch.testing.assert_close(final, features)
+    assert len(intermediates) == len(model.feature_info)
+    assert [t.shape[1] for t in intermediates] == [info['num_chs'] for info in model.feature_info]
+    with torch.no_grad():
+        only = model.forward_intermediates(x, indices=1, intermediates_only=True)
+    assert len(only) == 1
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_classifier_reset_and_headless(name):
+    model = build(name, num_classes=0).eval()
+    x = torch.randn(1, 3, *input_size(name)[1:])
+    with torch.no_grad():
+        pooled = forward_eval(model, x, random_eval(name))
+    assert pooled.shape == (1, model.num_features)
+    model.reset_classifier(5)
+    assert model.get_classifier() is not None
+    with torch.no_grad():
+        assert forward_eval(model, x, random_eval(name)).shape == (1, 5)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        pre = model.forward_head(features, pre_logits=True)
+    assert pre.shape[0] == 1 and pre.shape[-1] == model.num_features
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_bad_input_is_a_named_error(name, eval_models):
+    model = eval_models(name)
+    family = backbonezoo.family_of(name)
+    _, h, w = input_size(name)
+    # timm's own models raise torch's RuntimeError; the zoo's models raise ValueError naming the expectation.
+    expected = RuntimeError if family.timm_owned else ValueError
+    with pytest.raises(expected, match=r'(?i)channel'):
+        model(torch.randn(1, 4, h, w))
+    with pytest.raises((expected, RuntimeError)):
+        model(torch.randn(3, h, w))
+    if not family.timm_owned:
+        with pytest.raises(ValueError, match=r'(?i)size|small|at least|minimum'):
+            model(torch.randn(1, 3, family.min_size // 2, family.min_size // 2))

@@ -34,7 +34,14 @@ def fixture():
 
 
 def official_keys(model: SReT) -> list[tuple[str, str]]:
-    """(official key, our key) pairs for a model, shared blocks listed under both official indices."""
+    """(official key, our key) pairs, written independently of the converter: shared blocks under both indices."""
+    block_scales = {
+        'skip_scale1': 'coefficient1',
+        'attn_scale': 'coefficient2',
+        'skip_scale2': 'coefficient3',
+        'mlp_scale': 'coefficient4',
+    }
+    proj_names = {'skip_scale': 'coefficient1', 'mlp_scale': 'coefficient2', 'norm': 'norm1'}
     pairs = []
     for key in model.state_dict():
         parts = key.split('.')
@@ -46,25 +53,16 @@ def official_keys(model: SReT) -> list[tuple[str, str]]:
             pairs.append((key, key))
         elif parts[2] == 'downsample':
             pairs.append((f'pools.{int(parts[1]) - 1}.' + '.'.join(parts[3:]), key))
-        elif parts[2] == 'projs':
-            rest = parts[4:]
-            rest = {
-                'skip_scale': ['coefficient1', 'bias'],
-                'mlp_scale': ['coefficient2', 'bias'],
-                'norm': ['norm1', rest[-1]],
-            }.get(rest[0], rest)
-            pairs.append((f'transformers.{parts[1]}.blocks.{2 * int(parts[3]) + 1}.' + '.'.join(rest), key))
         else:
-            rest = parts[4:]
-            names = {
-                'skip_scale1': 'coefficient1',
-                'attn_scale': 'coefficient2',
-                'skip_scale2': 'coefficient3',
-                'mlp_scale': 'coefficient4',
-            }
-            rest = [names[rest[0]], 'bias'] if rest[0] in names else rest
-            for index in (4 * int(parts[3]), 4 * int(parts[3]) + 2):
-                pairs.append((f'transformers.{parts[1]}.blocks.{index}.' + '.'.join(rest), key))
+            stage, unit, kind, rest = parts[1], int(parts[3]), parts[4], parts[5:]
+            if kind == 'block':
+                rest = [block_scales[rest[0]], 'bias'] if rest[0] in block_scales else rest
+                indices = (4 * unit, 4 * unit + 2)
+            else:
+                name = proj_names.get(rest[0])
+                rest = [name, 'bias' if name.startswith('coefficient') else rest[1]] if name else rest
+                indices = (4 * unit + (1 if kind == 'proj1' else 3),)
+            pairs += [(f'transformers.{stage}.blocks.{i}.' + '.'.join(rest), key) for i in indices]
     return pairs
 
 
@@ -158,7 +156,7 @@ def test_official_checkpoint_loads_strictly(name, tmp_path):
     with pytest.warns(UserWarning, match='two different copies'):
         loaded = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     # The later of the two copies of a shared block wins, as with the official loader.
-    block = loaded.stages[1].blocks[0].attn.qkv.weight
+    block = loaded.stages[1].units[0].block.attn.qkv.weight
     assert torch.equal(block, official['transformers.1.blocks.2.attn.qkv.weight'])
     assert torch.equal(loaded.head.fc.weight, official['head.weight'])
     with pytest.warns(UserWarning):
@@ -213,5 +211,5 @@ def test_grad_checkpointing_gives_the_same_gradients(fixture):
         model.set_grad_checkpointing(enable)
         torch.manual_seed(0)
         model(data['input']).square().mean().backward()
-        grads.append(model.stages[0].blocks[0].attn.qkv.weight.grad.clone())
+        grads.append(model.stages[0].units[0].block.attn.qkv.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])

@@ -21,8 +21,7 @@ output, as timm does for ViTs; every stage's token count must be divisible by it
 sides that are multiples of 32.
 """
 
-from __future__ import annotations
-
+import os
 import warnings
 from collections.abc import Sequence
 from functools import partial
@@ -31,12 +30,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, register_notrace_function, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ['SReT']
+__all__ = ['SReT', 'checkpoint_filter_fn']
+
+SHUFFLE_SEED_ENV = 'BACKBONEZOO_SRET_SHUFFLE_SEED'
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
@@ -147,8 +148,44 @@ class ConvStem(nn.Module):
         return F.relu(self.bn3(self.conv3(x)))
 
 
+class RecursiveUnit(nn.Module):
+    """One attention block applied twice: block, projection, block again (recursion), projection."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        proj_mlp_ratio: float,
+        groups: int,
+        recursive_groups: int,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.groups, self.recursive_groups = groups, recursive_groups
+        self.block = AttentionBlock(dim, num_heads, mlp_ratio, proj_drop, attn_drop, drop_path)
+        self.proj1 = ProjectionLayer(dim, proj_mlp_ratio, proj_drop)
+        self.proj2 = ProjectionLayer(dim, proj_mlp_ratio, proj_drop)
+
+    def forward(self, x: torch.Tensor, perm: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.proj1(self.block(x, self.groups))
+        return self.proj2(self.block(x, self.recursive_groups, perm))
+
+
+@register_notrace_function
+def check_group_split(height: int, width: int, groups: list[int]) -> None:
+    for g in groups:
+        if (height * width) % g != 0:
+            raise ValueError(
+                f'a {height}x{width} map ({height * width} tokens) cannot be split into {g} attention groups; '
+                'use input sides that are multiples of 32'
+            )
+
+
 class SReTStage(nn.Module):
-    """One stage: (pooling,) then for each attention block: block, projection, block again (recursion), projection."""
+    """One stage: (pooling,) then ``depth / 2`` recursive units on the token sequence (raster order)."""
 
     def __init__(
         self,
@@ -168,43 +205,62 @@ class SReTStage(nn.Module):
         super().__init__()
         if depth % 2:
             raise ValueError(f'depth={depth}: every attention block is applied twice, so depth must be even')
-        num_blocks = depth // 2
         self.groups, self.recursive_groups = groups, recursive_groups
         self.grad_checkpointing = False
         self.downsample = ConvPool(in_chs, dim) if downsample else nn.Identity()
         # The official model gives block j the drop-path rate of the stage's j-th application.
-        self.blocks = nn.ModuleList(
-            AttentionBlock(dim, num_heads, mlp_ratio, proj_drop, attn_drop, drop_path[j] if drop_path else 0.0)
-            for j in range(num_blocks)
+        self.units = nn.ModuleList(
+            RecursiveUnit(
+                dim,
+                num_heads,
+                mlp_ratio,
+                proj_mlp_ratio,
+                groups,
+                recursive_groups,
+                proj_drop,
+                attn_drop,
+                drop_path[j] if drop_path else 0.0,
+            )
+            for j in range(depth // 2)
         )
-        self.projs = nn.ModuleList(ProjectionLayer(dim, proj_mlp_ratio, proj_drop) for _ in range(depth))
-
-    def _call(self, module: nn.Module, *args) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(module, *args, use_reentrant=False)
-        return module(*args)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.downsample(x)
         B, C, H, W = x.shape
-        N = H * W
-        for groups in (self.groups, self.recursive_groups):
-            if N % groups:
-                raise ValueError(
-                    f'a {H}x{W} map ({N} tokens) cannot be split into {groups} attention groups; '
-                    'use input sides that are multiples of 32'
-                )
+        check_group_split(H, W, [self.groups, self.recursive_groups])
         x = x.flatten(2).transpose(1, 2)
-        for j, block in enumerate(self.blocks):
-            x = self._call(block, x, self.groups)
-            x = self._call(self.projs[2 * j], x)
-            # Drawn outside any checkpointed call so recomputation reuses the same permutation.
-            perm = None
+        for unit in self.units:
+            # One permutation per recursive pass, drawn in the official order (and outside any checkpointed call,
+            # so recomputation reuses it). Only the recursive pass of a sliced block shuffles.
+            perm: torch.Tensor | None = None
             if self.recursive_groups > 1:
-                perm = torch.randperm(N, generator=generator).to(x.device)
-            x = self._call(block, x, self.recursive_groups, perm)
-            x = self._call(self.projs[2 * j + 1], x)
+                perm = torch.randperm(H * W, generator=generator).to(x.device)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(unit, x, perm, use_reentrant=False)
+            else:
+                x = unit(x, perm)
         return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+@register_notrace_function
+def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+    if x.dim() != 4:
+        raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) input, got shape {list(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'expected {in_chans} input channels, got {x.shape[1]} (shape {list(x.shape)})')
+    if min(x.shape[-2], x.shape[-1]) < min_size:
+        raise ValueError(
+            f'input size {list(x.shape[-2:])} is too small: SReT needs at least {min_size}x{min_size} '
+            '(sides that are multiples of 32)'
+        )
+
+
+@register_notrace_function
+def resize_pos_embed(pos_embed: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Bicubic resize of an NCHW absolute position embedding to ``size`` (a no-op at the built size)."""
+    if pos_embed.shape[-2:] == size:
+        return pos_embed
+    return F.interpolate(pos_embed, size=size, mode='bicubic', align_corners=False)
 
 
 class SReT(nn.Module):
@@ -217,6 +273,10 @@ class SReT(nn.Module):
         groups: group count of each block's first application per stage; ``None`` for unsliced (global) attention.
         recursive_groups: group count of the second (recursive) application; shuffled first when > 1.
         mlp_ratio: block MLP ratio; proj_mlp_ratio: ratio of the projection layers between recursions.
+        shuffle_seed: ``None`` (default) draws the recursive passes' token permutations from the global CPU RNG, as
+            the official model does; an int draws them from a private generator seeded with it at every forward
+            (deterministic inference). When ``None``, the ``BACKBONEZOO_SRET_SHUFFLE_SEED`` environment variable,
+            if set, provides the seed.
     """
 
     def __init__(
@@ -236,6 +296,7 @@ class SReT(nn.Module):
         proj_drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        shuffle_seed: int | None = None,
         device=None,
         dtype=None,
     ):
@@ -252,7 +313,9 @@ class SReT(nn.Module):
         self.img_size = img_size
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = dims[-1]
-        self.shuffle_seed: int | None = None
+        if shuffle_seed is None and os.environ.get(SHUFFLE_SEED_ENV):
+            shuffle_seed = int(os.environ[SHUFFLE_SEED_ENV])
+        self.shuffle_seed = shuffle_seed
         self.min_input_size = 2 ** (num_stages + 2)
 
         self.stem = ConvStem(in_chans, dims[0])
@@ -326,29 +389,16 @@ class SReT(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f'expected a 4-D (B, {self.in_chans}, H, W) input, got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(
-                f'input size {tuple(x.shape[-2:])} is too small: SReT needs at least '
-                f'{self.min_input_size}x{self.min_input_size} (sides that are multiples of 32)'
-            )
+        self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        check_input(x, self.in_chans, self.min_input_size)
         x = self.stem(x)
-        pos_embed = self.pos_embed
-        if pos_embed.shape[-2:] != x.shape[-2:]:
-            pos_embed = F.interpolate(pos_embed, size=x.shape[-2:], mode='bicubic', align_corners=False)
-        return self.pos_drop(x + pos_embed)
+        return self.pos_drop(x + resize_pos_embed(self.pos_embed, x.shape[-2:]))
 
+    @torch.jit.unused
     def _generator(self) -> torch.Generator | None:
         if self.shuffle_seed is None:
             return None
@@ -362,7 +412,7 @@ class SReT(nn.Module):
         stop_early: bool = False,
         output_fmt: str = 'NCHW',
         intermediates_only: bool = False,
-    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    ):
         """Stage outputs (strides 8 / 16 / 32) as NCHW maps; ``norm`` has no effect (SReT normalises after
         pooling only)."""
         if output_fmt != 'NCHW':
@@ -384,15 +434,19 @@ class SReT(nn.Module):
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
         self.stages = self.stages[: max_index + 1]
-        if prune_head or max_index < len(self.feature_info) - 1:
+        if prune_end:
+            # the head's norm is sized for the last stage, so it goes with it
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-            self.head.reset(0, '', in_features=self.num_features)
-            self.num_classes = 0
+        if prune_head or prune_end:
+            self.reset_classifier(0, '', reset_other=True)
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        generator = self._generator()
+        generator: torch.Generator | None = None
+        if not torch.jit.is_scripting():
+            generator = self._generator()
         x = self._embed(x)
         for stage in self.stages:
             x = stage(x, generator)
@@ -405,35 +459,40 @@ class SReT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _official_to_ours(key: str, stage_depths: Sequence[int]) -> tuple[str, int] | None:
-    """Map one official key to ours; returns (key, priority) where a higher priority wins among duplicates."""
+# Official names of the learnable residual scalars (``coefficientN.bias``) -> ours, per module kind.
+_BLOCK_SCALES = {
+    'coefficient1': 'skip_scale1',
+    'coefficient2': 'attn_scale',
+    'coefficient3': 'skip_scale2',
+    'coefficient4': 'mlp_scale',
+}
+_PROJ_NAMES = {'coefficient1': 'skip_scale', 'coefficient2': 'mlp_scale', 'norm1': 'norm'}
+
+
+def _official_to_ours(key: str) -> tuple[str, int] | None:
+    """Map one official key to ours: (key, rank); among duplicates the higher rank (the later key) wins.
+
+    Official stages list their executed modules [B0, P0, B0, P1, B1, P2, B1, P3, ...]: index i belongs to unit
+    i // 4, as its block (i % 4 in {0, 2}: the same block twice), its first projection (1) or its second (3).
+    """
     parts = key.split('.')
     if parts[0] == 'patch_embed':
         return 'stem.' + '.'.join(parts[1:]), 0
     if parts[0] == 'pools':
         return f'stages.{int(parts[1]) + 1}.downsample.' + '.'.join(parts[2:]), 0
-    if parts[0] == 'norm':
-        return 'head.norm.' + parts[1], 0
-    if parts[0] == 'head':
-        return 'head.fc.' + parts[1], 0
-    if parts[0] == 'transformers' and parts[2] == 'blocks':
-        stage, index, rest = int(parts[1]), int(parts[3]), parts[4:]
-        coefficient = {
-            'coefficient1': 'skip_scale1',
-            'coefficient2': 'attn_scale',
-            'coefficient3': 'skip_scale2',
-            'coefficient4': 'mlp_scale',
-        }
-        if index % 2:  # projection layer
-            names = {'coefficient1': 'skip_scale', 'coefficient2': 'mlp_scale', 'norm1': 'norm'}
-            if rest[0] in names:
-                rest = [names[rest[0]], 'scale' if rest[0].startswith('coefficient') else rest[1]]
-            return f'stages.{stage}.projs.{(index - 1) // 2}.' + '.'.join(rest), 0
-        if rest[0] in coefficient:
-            rest = [coefficient[rest[0]], 'scale']
-        # Executed modules 4j and 4j + 2 are the same block j; the official loader ends with the later key.
-        return f'stages.{stage}.blocks.{index // 4}.' + '.'.join(rest), index % 4
-    return None
+    if parts[0] in ('norm', 'head') and len(parts) == 2:
+        return f'head.{"norm" if parts[0] == "norm" else "fc"}.{parts[1]}', 0
+    if parts[0] != 'transformers' or len(parts) < 6 or parts[2] != 'blocks':
+        return None
+    stage, index, rest = int(parts[1]), int(parts[3]), parts[4:]
+    prefix = f'stages.{stage}.units.{index // 4}.'
+    if index % 2:
+        if rest[0] in _PROJ_NAMES:
+            rest = [_PROJ_NAMES[rest[0]], 'scale' if rest[0].startswith('coefficient') else rest[1]]
+        return prefix + ('proj1.' if index % 4 == 1 else 'proj2.') + '.'.join(rest), 0
+    if rest[0] in _BLOCK_SCALES:
+        rest = [_BLOCK_SCALES[rest[0]], 'scale']
+    return prefix + 'block.' + '.'.join(rest), index % 4
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SReT) -> dict:
@@ -446,10 +505,9 @@ def checkpoint_filter_fn(state_dict: dict, model: SReT) -> dict:
     if 'stem.conv1.weight' in state_dict:
         out = dict(state_dict)
     else:
-        depths = [len(stage.projs) for stage in model.stages]
         out, priority = {}, {}
         for key, value in state_dict.items():
-            mapped = _official_to_ours(key, depths)
+            mapped = _official_to_ours(key)
             if mapped is None:
                 out[key] = value  # unknown: left for the strict check to name
                 continue

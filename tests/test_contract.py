@@ -176,3 +176,65 @@ def test_bad_input_is_a_named_error(name, eval_models):
     if not family.timm_owned:
         with pytest.raises(ValueError, match=r'(?i)size|small|at least|minimum'):
             model(torch.randn(1, 3, family.min_size // 2, family.min_size // 2))
+
+
+# --- robustness: FAMILY_DONE point 8 -------------------------------------------------------------------------------
+
+
+def build_deterministic(name: str, monkeypatch, **kwargs) -> torch.nn.Module:
+    """The model in its documented deterministic mode (families whose official inference is random name the
+    environment that selects it in ``Family.extra['deterministic_env']``)."""
+    for key, value in backbonezoo.family_of(name).extra.get('deterministic_env', {}).items():
+        monkeypatch.setenv(key, value)
+    return build(name, **kwargs).eval()
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_autocast_bf16_and_channels_last(name, monkeypatch):
+    model = build_deterministic(name, monkeypatch)
+    x = torch.randn(2, 3, *input_size(name)[1:])
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(x)
+        assert torch.isfinite(low).all()
+        torch.testing.assert_close(low.float(), expected, rtol=0.1, atol=0.1 * expected.abs().max().item())
+        model = model.to(memory_format=torch.channels_last)
+        last = model(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(last, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_torch_compile_forward(name, monkeypatch):
+    model = build_deterministic(name, monkeypatch)
+    x = torch.randn(1, 3, *input_size(name)[1:])
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_onnx_export_runs_in_onnxruntime(name, monkeypatch, tmp_path):
+    """Dynamo ONNX export; dynamic height / width unless the family declares its architecture cannot have them."""
+    ort = pytest.importorskip('onnxruntime')
+    family = backbonezoo.family_of(name)
+    model = build_deterministic(name, monkeypatch)
+    _, h, w = input_size(name)
+    x = torch.randn(1, 3, h, w)
+    dynamic = not family.fixed_size and family.extra.get('onnx_dynamic_hw', True)
+    dynamic_shapes = None
+    if dynamic:
+        dim = torch.export.Dim
+        dynamic_shapes = {'x': {2: dim.AUTO, 3: dim.AUTO}}
+    path = tmp_path / f'{name}.onnx'
+    torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    input_name = session.get_inputs()[0].name
+    sizes = [(h, w)] + ([second_size(name)] if dynamic and second_size(name) else [])
+    for size in sizes:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            expected = model(x)
+        (actual,) = session.run(None, {input_name: x.numpy()})
+        torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-3, atol=1e-4, msg=f'{name} at {size}')

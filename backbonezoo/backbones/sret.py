@@ -13,8 +13,9 @@ has more than one group, first shuffles the tokens by a random permutation.
 Randomness at inference: the official model draws that permutation with ``torch.randperm`` from the global CPU
 generator on every recursive application, in eval mode too. We do the same by default (same draws, same order, so
 seeding the global generator reproduces the official outputs). For reproducible inference set
-``model.set_shuffle_seed(seed)``: every forward then draws its permutations from a private generator seeded with
-``seed``, so outputs no longer depend on the global RNG (nor perturb it).
+``model.set_shuffle_seed(seed)``: every recursive pass then uses a fixed pseudo-random permutation derived from
+``seed``, the stage and the block (integer arithmetic only, so it is exact on every backend, compiles and exports),
+so outputs no longer depend on the global RNG (nor perturb it).
 
 Other input sizes: the absolute position embedding (sized ``img_size / 8``) is resized bicubically to the stem's
 output, as timm does for ViTs; every stage's token count must be divisible by its group counts, which holds for
@@ -184,6 +185,19 @@ def check_group_split(height: int, width: int, groups: list[int]) -> None:
             )
 
 
+def fixed_permutation(num_tokens: int, key: int, device: torch.device) -> torch.Tensor:
+    """A pseudo-random permutation of ``range(num_tokens)`` determined by ``key`` alone.
+
+    i -> (a * i + key) mod p, with p prime > num_tokens and a = 48271 * (key + 1) mod p (non-zero, so invertible),
+    takes distinct values that a large multiplier scatters; sorting them gives the permutation. Integer ops keep it
+    exact everywhere (eager, compile, ONNX).
+    """
+    prime = 2_147_483_647
+    multiplier = (48_271 * (key % prime + 1)) % prime
+    index = torch.arange(num_tokens, device=device, dtype=torch.int64)
+    return torch.argsort((index * multiplier + key) % prime)
+
+
 class SReTStage(nn.Module):
     """One stage: (pooling,) then ``depth / 2`` recursive units on the token sequence (raster order)."""
 
@@ -201,11 +215,13 @@ class SReTStage(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: Sequence[float] = (),
+        stage_index: int = 0,
     ):
         super().__init__()
         if depth % 2:
             raise ValueError(f'depth={depth}: every attention block is applied twice, so depth must be even')
         self.groups, self.recursive_groups = groups, recursive_groups
+        self.stage_index = stage_index
         self.grad_checkpointing = False
         self.downsample = ConvPool(in_chs, dim) if downsample else nn.Identity()
         # The official model gives block j the drop-path rate of the stage's j-th application.
@@ -224,17 +240,21 @@ class SReTStage(nn.Module):
             for j in range(depth // 2)
         )
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shuffle_seed: int | None = None) -> torch.Tensor:
         x = self.downsample(x)
         B, C, H, W = x.shape
         check_group_split(H, W, [self.groups, self.recursive_groups])
         x = x.flatten(2).transpose(1, 2)
-        for unit in self.units:
+        for j, unit in enumerate(self.units):
             # One permutation per recursive pass, drawn in the official order (and outside any checkpointed call,
             # so recomputation reuses it). Only the recursive pass of a sliced block shuffles.
             perm: torch.Tensor | None = None
             if self.recursive_groups > 1:
-                perm = torch.randperm(H * W, generator=generator).to(x.device)
+                if shuffle_seed is None:
+                    perm = torch.randperm(H * W).to(x.device)
+                else:
+                    key = shuffle_seed * 1_000_003 + self.stage_index * 1_009 + j
+                    perm = fixed_permutation(H * W, key, x.device)
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(unit, x, perm, use_reentrant=False)
             else:
@@ -257,9 +277,11 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
 
 @register_notrace_function
 def resize_pos_embed(pos_embed: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Bicubic resize of an NCHW absolute position embedding to ``size`` (a no-op at the built size)."""
-    if pos_embed.shape[-2:] == size:
-        return pos_embed
+    """Bicubic resize of an NCHW absolute position embedding to ``size``.
+
+    Always resampled, without a shape test: at the built size bicubic resampling is an exact identity, and a branch
+    on the input size would freeze exported graphs (ONNX, torch.export) to one resolution.
+    """
     return F.interpolate(pos_embed, size=size, mode='bicubic', align_corners=False)
 
 
@@ -274,9 +296,8 @@ class SReT(nn.Module):
         recursive_groups: group count of the second (recursive) application; shuffled first when > 1.
         mlp_ratio: block MLP ratio; proj_mlp_ratio: ratio of the projection layers between recursions.
         shuffle_seed: ``None`` (default) draws the recursive passes' token permutations from the global CPU RNG, as
-            the official model does; an int draws them from a private generator seeded with it at every forward
-            (deterministic inference). When ``None``, the ``BACKBONEZOO_SRET_SHUFFLE_SEED`` environment variable,
-            if set, provides the seed.
+            the official model does; an int uses fixed permutations derived from it (deterministic inference).
+            When ``None``, the ``BACKBONEZOO_SRET_SHUFFLE_SEED`` environment variable, if set, provides the seed.
     """
 
     def __init__(
@@ -341,6 +362,7 @@ class SReT(nn.Module):
                     proj_drop=proj_drop_rate,
                     attn_drop=attn_drop_rate,
                     drop_path=rates[start : start + depths[i]],
+                    stage_index=i,
                 )
             )
             start += depths[i]
@@ -363,8 +385,8 @@ class SReT(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def set_shuffle_seed(self, seed: int | None) -> None:
-        """``None``: draw token permutations from the global CPU RNG (official behaviour); an int: from a private
-        generator reseeded with it at every forward (deterministic inference)."""
+        """``None``: draw token permutations from the global CPU RNG (official behaviour); an int: use fixed
+        permutations derived from it (deterministic inference, exportable)."""
         self.shuffle_seed = seed
 
     @torch.jit.ignore
@@ -398,12 +420,6 @@ class SReT(nn.Module):
         x = self.stem(x)
         return self.pos_drop(x + resize_pos_embed(self.pos_embed, x.shape[-2:]))
 
-    @torch.jit.unused
-    def _generator(self) -> torch.Generator | None:
-        if self.shuffle_seed is None:
-            return None
-        return torch.Generator().manual_seed(self.shuffle_seed)
-
     def forward_intermediates(
         self,
         x: torch.Tensor,
@@ -418,12 +434,11 @@ class SReT(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt={output_fmt!r}: only 'NCHW' is supported")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        generator = self._generator()
         x = self._embed(x)
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
         intermediates = []
         for i, stage in enumerate(stages):
-            x = stage(x, generator)
+            x = stage(x, self.shuffle_seed)
             if i in take_indices:
                 intermediates.append(x)
         if intermediates_only:
@@ -444,12 +459,9 @@ class SReT(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        generator: torch.Generator | None = None
-        if not torch.jit.is_scripting():
-            generator = self._generator()
         x = self._embed(x)
         for stage in self.stages:
-            x = stage(x, generator)
+            x = stage(x, self.shuffle_seed)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -121,6 +121,7 @@ FAMILY = Family(
     ),
     extra={
         'random_eval': True,
+        'deterministic_env': {'BACKBONEZOO_SRET_SHUFFLE_SEED': '0'},
         'flops_counter': 'fvcore (one fused multiply-add = one flop)',
         'notes': [
             'The official forward draws torch.randperm from the global CPU generator on every recursive pass, in eval '

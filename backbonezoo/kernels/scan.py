@@ -1,0 +1,201 @@
+"""Selective scan: the first-order linear recurrence of Mamba-style state space models.
+
+Layout (Mamba's): ``u, delta: (batch, dim, L)``, ``A: (dim, d_state)``, ``B, C: (batch, d_state, L)`` or
+``(batch, groups, d_state, L)`` with ``dim`` divisible by ``groups``, ``D, delta_bias: (dim,)``. Per channel ``d``
+and state ``n``, from ``h = 0`` and in increasing ``t`` (one direction, the order of the last axis)::
+
+    dt_t = softplus(delta_t + delta_bias)        (softplus only with delta_softplus; identity above 20)
+    h_t  = exp(dt_t * A[d, n]) * h_{t-1} + dt_t * B_t[n] * u_t
+    y_t  = sum_n C_t[n] * h_t[n] + D[d] * u_t
+
+The CUDA kernels of Mamba / VMamba process the sequence in chunks (2048 steps in ``selective_scan_cuda_oflex_rh``)
+and carry the state across chunk borders: the result is the full recurrence above, so there is no chunking
+semantics to reproduce beyond float rounding. Everything is computed in float32 (float64 when an input is float64)
+with autocast disabled, like the official kernels, which take low-precision ``u`` / ``delta`` / ``B`` / ``C`` but
+keep ``A``, ``D``, ``delta_bias`` and the states in float32.
+
+Backends: ``'reference'`` is the sequential loop (the specification, differentiable by autograd); ``'torch'`` a
+log-depth (Hillis-Steele) scan with a hand-written backward (the adjoint of a linear recurrence is the same
+recurrence run backwards), fast on CPU; ``'triton'`` the same Function with ``tl.associative_scan`` kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._backend import resolve_backend
+
+__all__ = ['selective_scan', 'linear_scan']
+
+_SUPPORTED = ('reference', 'torch', 'triton')
+
+
+def _shift_right(x: torch.Tensor) -> torch.Tensor:
+    """x[..., t-1] at position t, zero at t = 0 (the previous state h_{t-1}, with h_{-1} = 0)."""
+    return F.pad(x[..., :-1], (1, 0))
+
+
+def _scan_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h_t = a_t * h_{t-1} + b_t over the last axis, one step at a time."""
+    h = torch.zeros_like(b[..., 0])
+    states = []
+    for t in range(b.shape[-1]):
+        h = a[..., t] * h + b[..., t]
+        states.append(h)
+    return torch.stack(states, dim=-1)
+
+
+def _scan_hillis_steele(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The same recurrence in ceil(log2(L)) vectorised steps (Hillis-Steele inclusive scan).
+
+    Each step combines (a_{t-k}, b_{t-k}) into (a_t, b_t) as (a_{t-k} a_t, a_t b_{t-k} + b_t). Only products of the
+    a's (all in [0, 1] for a decaying SSM) and sums appear: no division, no exp of cumulative sums, so no overflow
+    however long the sequence.
+    """
+    length = b.shape[-1]
+    a, b = a.clone(), b.clone()
+    offset = 1
+    while offset < length:
+        # Right-hand sides are evaluated before the in-place update, so they read the previous step's values.
+        b[..., offset:] = torch.addcmul(b[..., offset:], a[..., offset:], b[..., :-offset])
+        if offset * 2 < length:
+            a[..., offset:] = a[..., offset:] * a[..., :-offset]
+        offset *= 2
+    return b
+
+
+def _scan_triton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    from .triton_scan import linear_scan_triton
+
+    return linear_scan_triton(a, b)
+
+
+_SCANS = {'torch': _scan_hillis_steele, 'triton': _scan_triton}
+
+
+class _LinearScan(torch.autograd.Function):
+    """h = scan(a, b) with a fast forward and the reverse recurrence as backward.
+
+    With g_t = dL/dh_t, the total adjoint is lam_t = g_t + a_{t+1} lam_{t+1}: the same recurrence run backwards with
+    the coefficients shifted by one. Then dL/db_t = lam_t and dL/da_t = lam_t * h_{t-1}.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
+        scan = _SCANS[backend]
+        h = scan(a.contiguous(), b.contiguous())
+        ctx.backend = backend
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):
+        a, h = ctx.saved_tensors
+        scan = _SCANS[ctx.backend]
+        a_reversed = _shift_right(a.flip(-1))
+        lam = scan(a_reversed.contiguous(), grad_h.flip(-1).contiguous()).flip(-1)
+        grad_a = lam * _shift_right(h) if ctx.needs_input_grad[0] else None
+        return grad_a, lam, None
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """All states of ``h_t = a_t * h_{t-1} + b_t`` (``h_{-1} = 0``) along the last axis; ``a`` and ``b`` same shape."""
+    if a.shape != b.shape:
+        raise ValueError(f'linear_scan: a has shape {tuple(a.shape)} but b has {tuple(b.shape)}; expected equal')
+    chosen = resolve_backend(backend, b, 'linear_scan', _SUPPORTED)
+    if chosen == 'reference':
+        return _scan_reference(a, b)
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return _LinearScan.apply(a, b, chosen)
+    # Inference: no autograd.Function in the graph (torch.compile and the ONNX exporter trace straight through).
+    return _SCANS[chosen](a.contiguous(), b.contiguous())
+
+
+def _check_bc(name: str, t: torch.Tensor, batch: int, dim: int, d_state: int, length: int) -> torch.Tensor:
+    """B / C as (batch, groups, d_state, L)."""
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    if t.dim() != 4 or t.shape[0] != batch or t.shape[2] != d_state or t.shape[3] != length or dim % t.shape[1]:
+        raise ValueError(
+            f'selective_scan: {name} has shape {tuple(t.shape)}; expected ({batch}, {d_state}, {length}) or '
+            f'({batch}, groups, {d_state}, {length}) with groups dividing dim={dim}'
+        )
+    return t
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor | None = None,
+    D: torch.Tensor | None = None,
+    *,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_states: bool = False,
+    backend: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mamba's selective scan (see the module docstring for the recurrence).
+
+    Args:
+        u, delta: ``(batch, dim, L)``.
+        A: ``(dim, d_state)``, usually ``-exp(A_log)``.
+        B: ``(batch, d_state, L)`` or ``(batch, groups, d_state, L)``.
+        C: like ``B``, or None for the state mode: then the hidden states are the result (what A2Mamba's
+            ``selective_scan_cuda_oflex_rh`` returns; ``D`` must be None).
+        D: ``(dim,)`` skip term, optional.
+        delta_bias: ``(dim,)`` added to ``delta`` before the softplus.
+        delta_softplus: apply softplus (threshold 20, as the CUDA kernels) to ``delta + delta_bias``.
+        return_states: with ``C``, also return the hidden states.
+        backend: None / 'auto', 'reference', 'torch' or 'triton' (see ``backbonezoo.kernels._backend``).
+
+    Returns:
+        ``y (batch, dim, L)``; or the states ``(batch, dim, d_state, L)`` when ``C`` is None; or ``(y, states)``
+        with ``return_states``. Float32 (float64 for float64 inputs).
+    """
+    if u.dim() != 3:
+        raise ValueError(f'selective_scan: u has shape {tuple(u.shape)}; expected (batch, dim, L)')
+    batch, dim, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f'selective_scan: delta has shape {tuple(delta.shape)}; expected {tuple(u.shape)} like u')
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f'selective_scan: A has shape {tuple(A.shape)}; expected ({dim}, d_state)')
+    d_state = A.shape[1]
+    B = _check_bc('B', B, batch, dim, d_state, length)
+    if C is not None:
+        C = _check_bc('C', C, batch, dim, d_state, length)
+    elif D is not None:
+        raise ValueError('selective_scan: D was given without C; the state mode (C=None) returns the raw states')
+    for name, t in (('D', D), ('delta_bias', delta_bias)):
+        if t is not None and tuple(t.shape) != (dim,):
+            raise ValueError(f'selective_scan: {name} has shape {tuple(t.shape)}; expected ({dim},)')
+    for name, t in (('u', u), ('delta', delta), ('A', A), ('B', B), ('C', C), ('D', D), ('delta_bias', delta_bias)):
+        if t is not None and not t.is_floating_point():
+            raise TypeError(f'selective_scan: {name} has dtype {t.dtype}; expected a floating point tensor')
+    chosen = resolve_backend(backend, u, 'selective_scan', _SUPPORTED)
+
+    float64 = any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C, D, delta_bias))
+    dtype = torch.float64 if float64 else torch.float32
+    with torch.autocast(u.device.type, enabled=False):
+        u, delta, A, B = u.to(dtype), delta.to(dtype), A.to(dtype), B.to(dtype)
+        if delta_bias is not None:
+            delta = delta + delta_bias.to(dtype)[:, None]
+        dt = F.softplus(delta, threshold=20.0) if delta_softplus else delta
+        groups = B.shape[1]
+        # Channels d = g * (dim // groups) + j read B[:, g]: view the channel axis as (groups, dim // groups).
+        dt4 = dt.view(batch, groups, dim // groups, 1, length)
+        u4 = u.view(batch, groups, dim // groups, 1, length)
+        a = torch.exp(dt4 * A.view(1, groups, dim // groups, d_state, 1))
+        b = dt4 * u4 * B.unsqueeze(2)
+        shape = (batch, dim, d_state, length)
+        states = linear_scan(a.expand(b.shape).reshape(shape), b.reshape(shape), backend=chosen)
+        if C is None:
+            return states
+        C = C.to(dtype)
+        y = states.view(batch, groups, dim // groups, d_state, length) * C.unsqueeze(2)
+        y = y.sum(3).view(batch, dim, length)
+        if D is not None:
+            y = y + D.to(dtype)[:, None] * u
+    return (y, states) if return_states else y

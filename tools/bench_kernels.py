@@ -1,0 +1,369 @@
+#!/usr/bin/env python
+"""Kernels section of the benchmark: local attention, fast path vs reference vs what the official code does.
+
+    python tools/bench_kernels.py                 # markdown table on stdout
+    python tools/bench_kernels.py --write         # also rewrites benchmarks/kernels.md (--append: adds to it)
+    python tools/bench_kernels.py --quick         # batch 1, fewer repeats (smoke run)
+    python tools/benchmark.py --section kernels   # the same, inside the full report
+
+Shapes come from the families (56x56 neighbourhoods at dilation 1-3 as in A2Mamba / OverLoCK stage 1, HaloNet's
+64x64 map with block 8 / halo 3, EfficientViT-M's 7x7 windows on a 14x14 map, TiC's 3x3 zero-padded window at
+dilation 2). Implementations:
+
+- ``fast``: ``backend='torch'`` (what backbonezoo runs on CPU);
+- ``reference``: ``backend='reference'`` (the specification: gathers every window);
+- ``materialising``: what official / stand-in code does: unfold (``F.unfold`` / ``Tensor.unfold``) or gather every
+  window's keys and values, then einsum + softmax + einsum (timm HaloAttn, TiC's validation, the sheets' NATTEN
+  stand-ins);
+- ``partition_sdpa``: window partition + ``F.scaled_dot_product_attention`` (the bar for blocked windows).
+
+Times: one process per case calls the implementations round-robin (so load swings hit them alike) and reports the
+median and minimum of ``--repeats`` calls after a warm-up (fast cases get more calls: ~2 s of the slowest
+implementation, at most 200). Peak memory: one fresh process per (case, implementation), increase of the
+process's max RSS over one call (inputs already allocated). fp32, eval (``torch.no_grad()``); ``--backward``
+times forward + backward instead. Single figures on a shared machine vary: compare ratios of one run. On a loaded
+machine use ``--threads 1``: two OpenMP threads fighting other processes for two cores stall at every barrier
+(a 0.5 ms call then takes 300 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _case(hw, heads, dqk, dv, kernel, stride, dilation, border, bias):
+    return dict(hw=hw, heads=heads, dqk=dqk, dv=dv, kernel=kernel, stride=stride, dilation=dilation, border=border,
+                bias=bias)  # fmt: skip
+
+
+# name -> geometry; q/k: (B, heads, H, W, dqk), v: (B, heads, H, W, dv)
+CASES = {
+    'na-56-k7-d1': _case((56, 56), 2, 32, 32, kernel=7, stride=1, dilation=1, border='shift', bias='table'),
+    'na-56-k7-d2': _case((56, 56), 2, 32, 32, kernel=7, stride=1, dilation=2, border='shift', bias='table'),
+    'na-56-k7-d3': _case((56, 56), 2, 32, 32, kernel=7, stride=1, dilation=3, border='shift', bias='table'),
+    'halo-64-b8-h3': _case((64, 64), 8, 16, 16, kernel=14, stride=8, dilation=1, border='zero', bias=None),
+    'window7-14x14': _case((14, 14), 4, 16, 64, kernel=7, stride=7, dilation=1, border='zero', bias='table'),
+    'tic-56-k3-d2': _case((56, 56), 2, 32, 32, kernel=3, stride=1, dilation=2, border='zero', bias=None),
+}
+IMPLS = ('fast', 'reference', 'materialising', 'partition_sdpa')
+
+
+def _applicable(case: dict, impl: str) -> bool:
+    if impl == 'partition_sdpa':
+        return case['kernel'] == case['stride']
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Worker side: one (case, implementation) per process.
+
+
+def _inputs(case: dict, batch: int, grad: bool):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    (height, width), heads, k = case['hw'], case['heads'], case['kernel']
+    shape = (batch, heads, height, width)
+    q, key, v = (torch.randn(*shape, d, generator=gen) for d in (case['dqk'], case['dqk'], case['dv']))
+    bias = torch.randn(heads, 2 * k - 1, 2 * k - 1, generator=gen) if case['bias'] == 'table' else None
+    return [t.requires_grad_(grad) if t is not None else None for t in (q, key, v, bias)]
+
+
+def _materialising(case: dict):
+    """Unfold / gather every window, then einsum + softmax + einsum (what the official code does)."""
+    import torch
+    import torch.nn.functional as F
+
+    from backbonezoo.kernels.local import axis_windows
+
+    k, s, d = case['kernel'], case['stride'], case['dilation']
+    scale = case['dqk'] ** -0.5
+
+    def table_bias(bias, rel_h, rel_w):
+        return bias[:, rel_h[:, None, :, None], rel_w[None, :, None, :]].flatten(-2)
+
+    if case['border'] == 'shift':  # gather with NATTEN's clamped windows (the sheets' pure-PyTorch stand-ins)
+
+        def run(q, key, v, bias):
+            (height, width), idx = q.shape[2:4], []
+            for length in (height, width):
+                keys, rel = axis_windows(length, k, 1, d, 'shift')
+                idx += [torch.tensor(keys), torch.tensor(rel)]
+            rows, cols = idx[0][:, None, :, None], idx[2][None, :, None, :]
+            k_win, v_win = key[:, :, rows, cols].flatten(4, 5), v[:, :, rows, cols].flatten(4, 5)
+            logits = torch.einsum('bnhwc,bnhwkc->bnhwk', q * scale, k_win)
+            if bias is not None:
+                logits = logits + table_bias(bias, idx[1], idx[3])
+            return torch.einsum('bnhwk,bnhwkc->bnhwc', logits.softmax(-1), v_win)
+
+        return run
+    if s == 1:  # TiC's MSA-Conv reference: F.unfold with zero padding
+
+        def run(q, key, v, bias):
+            batch, heads, height, width, _ = q.shape
+            unfold = lambda x: F.unfold(
+                x.permute(0, 1, 4, 2, 3).flatten(0, 1), k, dilation=d, padding=d * (k - 1) // 2
+            ).unflatten(1, (x.shape[-1], k * k))  # (B*heads, c, K, HW)
+            logits = torch.einsum('bchw,bckhw->bkhw', q.permute(0, 1, 4, 2, 3).flatten(0, 1) * scale,
+                                  unfold(key).unflatten(-1, (height, width)))  # fmt: skip
+            out = torch.einsum('bkhw,bckhw->bchw', logits.softmax(1), unfold(v).unflatten(-1, (height, width)))
+            return out.unflatten(0, (batch, heads)).permute(0, 1, 3, 4, 2)
+
+        return run
+
+    def run(q, key, v, bias):  # timm HaloAttn: pad by the halo, unfold tiles of keys / values, attend per block
+        batch, heads, height, width, _ = q.shape
+        halo = (k - s) // 2
+        pad = lambda x: F.pad(x, (0, 0, halo, k, halo, k))
+        tiles = lambda x: pad(x).unfold(2, k, s).unfold(3, k, s)[:, :, : height // s, : width // s]
+        k_t = tiles(key).flatten(-2).transpose(-1, -2).flatten(2, 3)  # (B, heads, nB, K, d)
+        v_t = tiles(v).flatten(-2).transpose(-1, -2).flatten(2, 3)
+        q_t = q.unflatten(3, (width // s, s)).unflatten(2, (height // s, s)).permute(0, 1, 2, 4, 3, 5, 6)
+        q_t = q_t.flatten(4, 5).flatten(2, 3)
+        logits = q_t @ k_t.transpose(-1, -2) * scale
+        if bias is not None:
+            offset = torch.arange(k) - halo - torch.arange(s)[:, None] + k - 1  # (s, k)
+            table = bias[:, offset[:, None, :, None], offset[None, :, None, :]].flatten(1, 2).flatten(-2)
+            logits = logits + table[:, None]
+        out = logits.softmax(-1) @ v_t
+        out = out.unflatten(3, (s, s)).unflatten(2, (height // s, width // s)).permute(0, 1, 2, 4, 3, 5, 6)
+        return out.flatten(4, 5).flatten(2, 3)
+
+    return run
+
+
+def _partition_sdpa(case: dict):
+    import torch
+    import torch.nn.functional as F
+
+    w = case['kernel']
+
+    def run(q, key, v, bias):
+        batch, heads, height, width, _ = q.shape
+        part = lambda x: x.unflatten(3, (width // w, w)).unflatten(2, (height // w, w)).permute(0, 1, 2, 4, 3, 5, 6)
+        part2 = lambda x: part(x).flatten(4, 5).flatten(1, 3)  # (B, heads * windows, w*w, c)
+        mask = None
+        if bias is not None:
+            offset = torch.arange(w) - torch.arange(w)[:, None] + w - 1
+            mask = bias[:, offset[:, None, :, None], offset[None, :, None, :]].flatten(1, 2).flatten(-2)
+            mask = mask.unsqueeze(1).expand(-1, (height // w) * (width // w), -1, -1).flatten(0, 1)
+        out = F.scaled_dot_product_attention(part2(q), part2(key), part2(v), attn_mask=mask)
+        out = out.unflatten(1, (heads, height // w, width // w)).unflatten(-2, (w, w))
+        return out.permute(0, 1, 2, 4, 3, 5, 6).flatten(4, 5).flatten(2, 3)
+
+    return run
+
+
+def _callable(case: dict, impl: str):
+    if impl in ('fast', 'reference'):
+        from backbonezoo.kernels import local_attention
+
+        backend = 'torch' if impl == 'fast' else 'reference'
+        kwargs = dict(stride=case['stride'], dilation=case['dilation'], border=case['border'], backend=backend)
+        return lambda q, k, v, bias: local_attention(q, k, v, case['kernel'], bias=bias, **kwargs)
+    return _materialising(case) if impl == 'materialising' else _partition_sdpa(case)
+
+
+def _caller(case: dict, impl: str, inputs: list, backward: bool):
+    import torch
+
+    fn = _callable(case, impl)
+
+    def call():
+        if backward:
+            out = fn(*inputs)
+            out.backward(torch.ones_like(out))
+            return out
+        with torch.no_grad():
+            return fn(*inputs)
+
+    return call
+
+
+def memory_worker(name: str, impl: str, batch: int, threads: int, backward: bool) -> dict:
+    """Peak RSS increase (MB) of one call in this (fresh) process, inputs already allocated."""
+    import torch
+
+    torch.set_num_threads(threads)
+    case = CASES[name]
+    call = _caller(case, impl, _inputs(case, batch, backward), backward)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    call()
+    return dict(case=name, impl=impl, peak_mb=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def time_worker(name: str, impls: list[str], batch: int, repeats: int, threads: int, backward: bool) -> list[dict]:
+    """Median / min ms per implementation, calls interleaved round-robin so that load swings hit all alike."""
+    import torch
+
+    torch.set_num_threads(threads)
+    case = CASES[name]
+    inputs = _inputs(case, batch, backward)
+    calls = {impl: _caller(case, impl, inputs, backward) for impl in impls}
+    times = {impl: [] for impl in impls}
+    slowest = 0.0
+    for call in calls.values():  # warm-up (index tables, allocator)
+        start = time.perf_counter()
+        call()
+        slowest = max(slowest, time.perf_counter() - start)
+    # fast cases get more calls (about 2 s of the slowest implementation) so that load spikes do not decide
+    for _ in range(max(repeats, min(200, int(2.0 / max(slowest, 1e-6))))):
+        for impl, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[impl].append((time.perf_counter() - start) * 1e3)
+    return [dict(case=name, impl=i, ms=statistics.median(t), min_ms=min(t)) for i, t in times.items()]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Driver side.
+
+
+def _worker_json(args: list[str]):
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'worker failed')
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(
+    cases: list[str] | None = None,
+    impls: tuple[str, ...] = IMPLS,
+    batch: int = 4,
+    repeats: int = 7,
+    threads: int | None = None,
+    backward: bool = False,
+) -> list[dict]:
+    """Rows (case, impl, ms, min_ms, peak_mb): times from one process per case (interleaved), memory from one
+    fresh process per (case, implementation)."""
+    threads = threads or min(2, os.cpu_count() or 1)
+    common = ['--batch', str(batch), '--threads', str(threads)] + (['--backward'] if backward else [])
+    rows = []
+    for name in cases or list(CASES):
+        chosen = [impl for impl in impls if _applicable(CASES[name], impl)]
+        try:
+            timed = _worker_json(['--time-worker', name, *chosen, '--repeats', str(repeats), *common])
+        except RuntimeError as error:
+            rows += [dict(case=name, impl=impl, error=str(error)) for impl in chosen]
+            continue
+        for row in timed:
+            try:
+                row.update(_worker_json(['--memory-worker', name, row['impl'], *common]))
+            except RuntimeError as error:
+                row['error'] = str(error)
+            rows.append(row)
+    return rows
+
+
+def _baseline(rows: list[dict], name: str) -> dict | None:
+    by_impl = {r['impl']: r for r in rows if r['case'] == name and 'error' not in r}
+    return by_impl.get('partition_sdpa') or by_impl.get('materialising')
+
+
+def markdown(rows: list[dict], batch: int, threads: int, backward: bool, command: str) -> str:
+    mode = 'forward + backward' if backward else 'forward (no_grad)'
+    lines = [
+        f'Local attention, fp32, batch {batch}, {threads} threads, {mode}; '
+        f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {_torch_version()}. '
+        'Peak = max-RSS increase of a fresh process over one call. x = relative to the baseline (materialising, or '
+        'partition + SDPA for blocked windows): time ratio < 1 is faster, memory ratio < 1 is smaller.',
+        '',
+        f'Command: `{command}`',
+        '',
+        '| case | implementation | median ms | min ms | peak MB | time vs baseline | memory vs baseline |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for row in rows:
+        if 'error' in row:
+            lines.append(f'| {row["case"]} | {row["impl"]} | error: {row["error"][:80]} | | | | |')
+            continue
+        base = _baseline(rows, row['case'])
+        ratio_t = f'{row["ms"] / base["ms"]:.2f}x' if base else ''
+        ratio_m = f'{row["peak_mb"] / base["peak_mb"]:.2f}x' if base and base['peak_mb'] > 0 else ''
+        times = f'{row["ms"]:.1f} | {row["min_ms"]:.1f}'
+        lines.append(f'| {row["case"]} | {row["impl"]} | {times} | {row["peak_mb"]:.1f} | {ratio_t} | {ratio_m} |')
+    return '\n'.join(lines) + '\n'
+
+
+def goals(rows: list[dict]) -> str:
+    """The issue's goals for the fast path, checked on these rows (median times)."""
+    lines = ['', 'Goals (fast path, median times):', '']
+    for name, case in CASES.items():
+        by_impl = {r['impl']: r for r in rows if r['case'] == name and 'error' not in r}
+        fast, base = by_impl.get('fast'), _baseline(rows, name)
+        if not fast or not base:
+            continue
+        t, m = fast['ms'] / base['ms'], fast['peak_mb'] / base['peak_mb'] if base['peak_mb'] > 0 else float('nan')
+        if case['kernel'] == case['stride']:
+            verdict = f'time {t:.2f}x partition + SDPA (goal <= 1.2x): {"met" if t <= 1.2 else "NOT met"}'
+        elif case['stride'] == 1:
+            ok = 1 / t >= 2 and m <= 0.5
+            verdict = (
+                f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (goal >= 2x, <= 0.5x): '
+                f'{"met" if ok else "NOT met"}'
+            )
+        else:
+            verdict = f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (no stated goal)'
+        lines.append(f'- {name}: {verdict}')
+    return '\n'.join(lines) + '\n'
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--cases', nargs='+', choices=list(CASES), default=None)
+    parser.add_argument('--impls', nargs='+', choices=IMPLS, default=list(IMPLS))
+    parser.add_argument('--batch', type=int, default=None, help='batch size (default 4; 1 with --quick)')
+    parser.add_argument('--repeats', type=int, default=None, help='timed calls, median (default 7; 2 with --quick)')
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores, at most 2)')
+    parser.add_argument('--backward', action='store_true', help='time forward + backward')
+    parser.add_argument('--quick', action='store_true', help='smoke run: batch 1, 2 repeats')
+    parser.add_argument('--write', action='store_true', help='rewrite benchmarks/kernels.md with the table')
+    parser.add_argument('--append', action='store_true', help='append the table to benchmarks/kernels.md')
+    parser.add_argument('--memory-worker', nargs=2, metavar=('CASE', 'IMPL'), help=argparse.SUPPRESS)
+    parser.add_argument('--time-worker', nargs='+', metavar='CASE_THEN_IMPLS', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    batch = args.batch or (1 if args.quick else 4)
+    repeats = args.repeats or (2 if args.quick else 7)
+    threads = args.threads or min(2, os.cpu_count() or 1)
+    if args.memory_worker:
+        print(json.dumps(memory_worker(*args.memory_worker, batch, threads, args.backward)))
+        return 0
+    if args.time_worker:
+        name, *impls = args.time_worker
+        print(json.dumps(time_worker(name, impls, batch, repeats, threads, args.backward)))
+        return 0
+    rows = run(args.cases, tuple(args.impls), batch, repeats, threads, args.backward)
+    command = 'python tools/bench_kernels.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
+    table = markdown(rows, batch, threads, args.backward, command.strip()) + goals(rows)
+    print(table)
+    if args.write or args.append:
+        path = REPO / 'benchmarks' / 'kernels.md'
+        path.parent.mkdir(exist_ok=True)
+        if args.append and path.is_file():
+            path.write_text(path.read_text() + '\n' + table)
+        else:
+            header = '# Kernel benchmark\n\nGenerated by `tools/bench_kernels.py --write` (method: its docstring).\n\n'
+            path.write_text(header + table)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

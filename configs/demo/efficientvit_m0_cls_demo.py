@@ -1,0 +1,50 @@
+# Demo: EfficientViT-M0 trained from scratch on the generated 6-class ImageNet-folder data (64 px), a few
+# minutes on 2 CPU cores. Same model, pipelines and metric as the full ImageNet recipe, scaled down.
+# Data: BACKBONEZOO_DEMO_DATA (default work_dirs/demo/data, written by tools/make_demo_data.py).
+_base_ = ['../_base_/imagenet_300e.py']
+
+data_root = '{{$BACKBONEZOO_DEMO_DATA:work_dirs/demo/data}}/imagenet'
+img_size = 64
+num_classes = 6
+max_epochs = 40
+
+model = dict(
+    model_name='efficientvit_m0',
+    num_classes=num_classes,
+    model_kwargs=dict(_delete_=True, img_size=img_size),  # EfficientViT-M has no stochastic depth
+    label_smoothing=0.1,
+    # 280 steps in all: too few for mixup or an EMA of the weights to pay off.
+    data_preprocessor=dict(_delete_=True, type='ClsDataPreprocessor'),
+)
+custom_hooks = []
+
+train_pipeline = [
+    dict(type='LoadImageRGB'),
+    dict(type='AlbuClsTrain', img_size=img_size, scale=(0.7, 1.0), hflip=0.5, color_jitter=0.2),
+]
+test_pipeline = [
+    dict(type='LoadImageRGB'),
+    dict(type='AlbuClsEval', model_name='efficientvit_m0', img_size=img_size, crop_pct=1.0),
+]
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline),
+)
+val_dataloader = dict(
+    batch_size=30,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=test_pipeline),
+)
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.02))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=10)
+default_hooks = dict(logger=dict(interval=7), checkpoint=dict(interval=10, max_keep_ckpts=1))
+auto_scale_lr = dict(enable=False, base_batch_size=32)

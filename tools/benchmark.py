@@ -1,0 +1,572 @@
+#!/usr/bin/env python
+"""Benchmark zoo models side by side with their reference: params, GMACs, throughput, latency, memory.
+
+    python tools/benchmark.py --models 'efficientvit_*' --threads 2
+    python tools/benchmark.py --section kernels
+
+Per model (``--models`` fnmatch patterns over ``backbonezoo.list_models()``; plain timm names work too):
+parameters, GMACs per image (``backbonezoo.flops``: 1 multiply-add = 1 MAC, softmax / elementwise not counted),
+inference throughput at batch B and batch-1 latency (medians over repeats after a warm-up), training throughput
+(forward + backward), peak memory (RSS increase over the built model for one batch-B forward, in a fresh
+process; on CUDA the peak allocated memory), and % of this machine's fp32 matmul peak (a 2048^3 matmul measured
+in the same run; GMACs count 2 FLOPs each). Each model is measured against its reference in the same process:
+
+- timm-owned families (``Family.timm_owned``): timm's stock model ('timm') vs the family's kernel-backed version
+  ('zoo', from ``to_kernel_backed(model)`` in the family module, when it has one);
+- other families: the model with the default kernel backend ('zoo') vs ``BACKBONEZOO_KERNEL_BACKEND=reference``.
+
+Results are merged into ``OUT/results.csv`` (rows keyed by model, implementation and settings) and
+``OUT/report.md`` plus ``OUT/top1_vs_throughput.png`` are rewritten from it. Single figures on a shared 2-core
+machine vary by 10-30 % between sittings: compare ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import datetime
+import importlib
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+KERNEL_ENV = 'BACKBONEZOO_KERNEL_BACKEND'
+CSV_NAME, REPORT_NAME, PLOT_NAME = 'results.csv', 'report.md', 'top1_vs_throughput.png'
+
+
+@dataclass
+class Row:
+    """One (model, implementation, settings) measurement; the CSV's columns."""
+
+    model: str
+    family: str
+    impl: str  # 'zoo' (what backbonezoo runs), 'timm' (timm's stock model) or 'reference' (kernels' reference path)
+    device: str
+    img_size: int
+    batch_size: int
+    threads: int
+    compile: bool
+    amp: bool
+    params: int
+    gmacs: float
+    infer_img_s: float
+    latency_ms: float
+    train_img_s: float
+    peak_mem_mb: float
+    pct_peak: float
+    speedup: float  # infer img/s over the reference row of the same run (1.0 for the reference itself)
+    top1_paper: float | None
+    matmul_gflops: float
+    date: str
+    torch: str
+    timm: str
+    machine: str
+    command: str
+
+    def key(self) -> tuple:
+        return (
+            self.model,
+            self.impl,
+            self.device,
+            self.img_size,
+            self.batch_size,
+            self.threads,
+            self.compile,
+            self.amp,
+        )
+
+
+# --------------------------------------------------------------------------------------------- environment
+def machine_name() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    return f'{cpu}, {os.cpu_count()} cores, {platform.system()}'
+
+
+@contextlib.contextmanager
+def kernel_backend(backend: str | None):
+    """Set ``BACKBONEZOO_KERNEL_BACKEND`` for the block (None: leave it as it is)."""
+    if backend is None:
+        yield
+        return
+    old = os.environ.get(KERNEL_ENV)
+    os.environ[KERNEL_ENV] = backend
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(KERNEL_ENV, None)
+        else:
+            os.environ[KERNEL_ENV] = old
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 3) -> float:
+    """fp32 GFLOP/s of a size^3 matmul: the ceiling the '% of peak' column is measured against."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    seconds = median_time(lambda: a @ b, repeats, 1, device)
+    return 2 * size**3 / seconds / 1e9
+
+
+# --------------------------------------------------------------------------------------------- models
+@dataclass
+class Target:
+    model: str
+    family: str
+    impls: tuple[str, ...]  # first = the zoo's implementation, last = the reference (when there are two)
+    img_size: int
+    top1: float | None
+    timm_owned: bool
+
+
+def resolve_targets(patterns: list[str], img_size: int | None) -> list[Target]:
+    import timm
+
+    import backbonezoo
+
+    targets = []
+    zoo_names = backbonezoo.list_models(patterns)
+    for name in zoo_names:
+        family = backbonezoo.family_of(name)
+        variant = backbonezoo.variant_info(name)
+        if family.timm_owned:
+            impls = ('zoo', 'timm') if _kernel_backed_fn(family) is not None else ('timm',)
+        else:
+            impls = ('zoo', 'reference')
+        size = img_size or variant.input_hw[0]
+        targets.append(Target(name, family.name, impls, size, variant.top1, family.timm_owned))
+    if not zoo_names:  # plain timm models: measured alone
+        for name in timm.list_models(patterns):
+            size = img_size or timm.models.get_pretrained_cfg(name).input_size[-1]
+            targets.append(Target(name, 'timm', ('timm',), size, None, True))
+    if not targets:
+        raise SystemExit(f'error: --models {patterns} matches no backbonezoo or timm model')
+    return targets
+
+
+def _kernel_backed_fn(family) -> Callable | None:
+    module = importlib.import_module(family.module)
+    return getattr(module, 'to_kernel_backed', None)
+
+
+def build_model(target: Target, impl: str, device: torch.device) -> torch.nn.Module:
+    """The model an implementation runs: timm's stock model, its kernel-backed version, or the zoo model."""
+    import timm
+
+    import backbonezoo
+
+    kwargs = {}
+    cfg_size = timm.models.get_pretrained_cfg(target.model)
+    if cfg_size is not None and cfg_size.input_size[-1] != target.img_size:
+        kwargs['img_size'] = target.img_size
+    try:
+        model = timm.create_model(target.model, pretrained=False, **kwargs)
+    except TypeError:  # models without an img_size argument run at any size
+        model = timm.create_model(target.model, pretrained=False)
+    if impl in ('zoo', 'reference') and target.timm_owned:
+        converted = _kernel_backed_fn(backbonezoo.get_family(target.family))(model)
+        model = converted if converted is not None else model
+    return model.to(device).eval()
+
+
+def memory_probe(target: Target, impl: str, batch_size: int, device: torch.device, amp: bool) -> float:
+    """MB: peak increase over the built model for one batch forward (runs in its own, fresh process)."""
+    model = build_model(target, impl, device)
+    x = torch.randn(batch_size, 3, target.img_size, target.img_size, device=device)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _rss_mb()
+        _reset_peak_rss()
+    with torch.no_grad(), _autocast(device, amp):
+        model(x)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return max(0.0, _peak_rss_mb() - base)
+
+
+def _rss_mb() -> float:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _reset_peak_rss() -> None:
+    # Writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS, so the peak is the forward's.
+    with contextlib.suppress(OSError):
+        Path('/proc/self/clear_refs').write_text('5')
+
+
+def _peak_rss_mb() -> float:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def run_memory_subprocess(target: Target, impl: str, args: argparse.Namespace) -> float:
+    probe = dict(asdict(target), impl=impl, batch_size=args.batch_size, device=args.device, amp=args.amp)
+    env = dict(os.environ)
+    if impl == 'reference':
+        env[KERNEL_ENV] = 'reference'
+    cmd = [sys.executable, str(Path(__file__).resolve()), '--memory-probe', json.dumps(probe), '--threads']
+    cmd.append(str(args.threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ['(no output)']
+        print(f'warning: memory probe for {target.model} ({impl}) failed: {tail[0]}', file=sys.stderr)
+        return math.nan
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gmacs: float) -> Row:
+    import timm
+
+    device = torch.device(args.device)
+    backend = 'reference' if impl == 'reference' else None
+    with kernel_backend(backend):
+        model = build_model(target, impl, device)
+        params = sum(p.numel() for p in model.parameters())
+        runner = torch.compile(model) if args.compile else model
+        batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
+        single = batch[:1].clone()
+
+        def infer(x):
+            with torch.no_grad(), _autocast(device, args.amp):
+                return runner(x)
+
+        throughput_s = median_time(lambda: infer(batch), args.repeats, args.warmup, device)
+        latency_s = median_time(lambda: infer(single), args.repeats, args.warmup, device)
+
+        train_img_s = math.nan
+        if not args.no_train:
+            train_model = copy.deepcopy(model).train()
+            train_runner = torch.compile(train_model) if args.compile else train_model
+
+            def step():
+                with _autocast(device, args.amp):
+                    out = train_runner(batch)
+                out.float().mean().backward()
+                train_model.zero_grad(set_to_none=True)
+
+            train_img_s = args.batch_size / median_time(step, max(1, args.repeats // 2), args.warmup, device)
+            del train_model, train_runner
+
+    infer_img_s = args.batch_size / throughput_s
+    peak_mem = run_memory_subprocess(target, impl, args) if not args.no_memory else math.nan
+    return Row(
+        model=target.model,
+        family=target.family,
+        impl=impl,
+        device=device.type,
+        img_size=target.img_size,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        compile=args.compile,
+        amp=args.amp,
+        params=params,
+        gmacs=gmacs,
+        infer_img_s=infer_img_s,
+        latency_ms=latency_s * 1e3,
+        train_img_s=train_img_s,
+        peak_mem_mb=peak_mem,
+        pct_peak=100 * 2 * gmacs * infer_img_s / peak if gmacs == gmacs else math.nan,
+        speedup=1.0,
+        top1_paper=target.top1,
+        matmul_gflops=peak,
+        date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+        torch=torch.__version__,
+        timm=timm.__version__,
+        machine=machine_name(),
+        command=args.command,
+    )
+
+
+def count_gmacs(target: Target, impl: str) -> float:
+    from backbonezoo.flops import count_flops
+
+    with kernel_backend('reference' if impl == 'reference' else None):
+        model = build_model(target, impl, torch.device('cpu'))
+        try:
+            return count_flops(model, (3, target.img_size, target.img_size)).gmacs
+        except Exception as err:  # a model fvcore cannot trace still gets timed
+            print(f'warning: GMACs of {target.model} ({impl}) not counted: {err}', file=sys.stderr)
+            return math.nan
+
+
+# --------------------------------------------------------------------------------------------- output
+def read_rows(path: Path) -> list[Row]:
+    if not path.is_file():
+        return []
+    types = {f.name: f.type for f in fields(Row)}
+    rows = []
+    with path.open(newline='') as handle:
+        for record in csv.DictReader(handle):
+            values = {}
+            for name, kind in types.items():
+                raw = record.get(name, '')
+                if kind in ('int',):
+                    values[name] = int(raw)
+                elif kind in ('float', 'float | None'):
+                    values[name] = float(raw) if raw not in ('', 'None') else (None if 'None' in kind else math.nan)
+                elif kind == 'bool':
+                    values[name] = raw == 'True'
+                else:
+                    values[name] = raw
+            rows.append(Row(**values))
+    return rows
+
+
+def write_rows(path: Path, rows: list[Row]) -> None:
+    with path.open('w', newline='') as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(Row)])
+        writer.writeheader()
+        for row in rows:
+            record = asdict(row)
+            for name, value in record.items():
+                if isinstance(value, float) and not math.isnan(value):
+                    record[name] = f'{value:.6g}'
+            writer.writerow(record)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return '-'
+    return format(value, spec)
+
+
+def write_report(path: Path, rows: list[Row], kernels_section: str = '') -> None:
+    runs = sorted({(r.date, r.command, r.machine, r.torch, r.timm, r.matmul_gflops) for r in rows})
+    lines = [
+        '# backbonezoo benchmark',
+        '',
+        'Written by `tools/benchmark.py` (do not edit by hand). GMACs: 1 multiply-add = 1 MAC (the papers\' "FLOPs"),',
+        'softmax / elementwise ops not counted, batch 1 (`backbonezoo.flops`). img/s: inference at batch B, no grad;',
+        'latency: batch 1; train: forward + backward at batch B; memory: peak increase over the built model for one',
+        'batch-B forward in a fresh process; % of peak: 2 x GMACs x img/s over the fp32 2048^3 matmul rate measured in',
+        "the same run. speedup: img/s over the reference row of the same run (timm-owned families: timm's model;",
+        'others: `BACKBONEZOO_KERNEL_BACKEND=reference`). Single figures vary 10-30 % between sittings on a shared',
+        'machine: compare ratios from one run.',
+        '',
+        '## Runs',
+        '',
+    ]
+    for date, command, machine, torch_v, timm_v, peak in runs:
+        lines.append(f'- {date}: `{command}` on {machine}; torch {torch_v}, timm {timm_v}; matmul {peak:.1f} GFLOP/s')
+    lines += [
+        '',
+        '## Models',
+        '',
+        '| model | impl | device | img | batch | threads | params (M) | GMACs | img/s | batch-1 ms | train img/s '
+        '| peak MB | % of peak | speedup | paper top-1 |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for r in sorted(rows, key=lambda r: (r.family, r.model, r.impl != 'zoo', r.impl, r.img_size, r.batch_size)):
+        settings = ('+compile' if r.compile else '') + ('+bf16' if r.amp else '')
+        lines.append(
+            f'| {r.model} | {r.impl}{settings} | {r.device} | {r.img_size} | {r.batch_size} | {r.threads} '
+            f'| {r.params / 1e6:.3f} | {_fmt(r.gmacs, ".3f")} | {_fmt(r.infer_img_s, ".2f")} '
+            f'| {_fmt(r.latency_ms, ".1f")} | {_fmt(r.train_img_s, ".2f")} | {_fmt(r.peak_mem_mb, ".0f")} '
+            f'| {_fmt(r.pct_peak, ".0f")} | {_fmt(r.speedup, ".2f")}x | {_fmt(r.top1_paper, ".1f")} |'
+        )
+    if kernels_section:
+        lines += ['', '## Kernels', '', kernels_section.strip()]
+    elif (path.parent / 'kernels.md').is_file():
+        lines += ['', '## Kernels', '', 'See [kernels.md](kernels.md) (`tools/benchmark.py --section kernels`).']
+    path.write_text('\n'.join(lines) + '\n')
+
+
+def write_plot(path: Path, rows: list[Row]) -> None:
+    """Paper top-1 against measured inference throughput (the zoo's implementation of each model)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    best = {}
+    for r in rows:
+        if r.impl in ('zoo', 'timm') and not math.isnan(r.infer_img_s):
+            if r.model not in best or (r.impl == 'zoo' and best[r.model].impl != 'zoo'):
+                best[r.model] = r
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    plotted = [r for r in best.values() if r.top1_paper is not None and not math.isnan(r.top1_paper)]
+    for family in sorted({r.family for r in plotted}):
+        members = sorted((r for r in plotted if r.family == family), key=lambda r: r.infer_img_s)
+        ax.plot([r.infer_img_s for r in members], [r.top1_paper for r in members], 'o-', label=family)
+        for r in members:
+            ax.annotate(r.model, (r.infer_img_s, r.top1_paper), fontsize=6, xytext=(3, 3), textcoords='offset points')
+    if not plotted:
+        ax.text(0.5, 0.5, 'no measured model has a paper top-1', ha='center', va='center', transform=ax.transAxes)
+    else:
+        ax.set_xscale('log')
+        ax.legend(fontsize=7)
+    ax.set_xlabel('measured inference throughput (img/s, see report.md for settings)')
+    ax.set_ylabel('ImageNet-1k top-1, paper-reported (%)')
+    ax.set_title('backbonezoo: paper top-1 vs measured throughput')
+    ax.grid(True, which='both', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def kernels_section(quick: bool, threads: int) -> str:
+    """The kernels helper's benchmark (tools/bench_kernels.py), run as it is; its stdout goes into the report."""
+    script = REPO / 'tools' / 'bench_kernels.py'  # read at call time: tests point REPO elsewhere
+    if not script.is_file():
+        return '`tools/bench_kernels.py` is not in the repository: no kernel benchmark.'
+    cmd = [sys.executable, str(script), '--threads', str(threads)] + (['--quick'] if quick else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=3600)
+    if done.returncode != 0:
+        return f'`{shlex.join(cmd)}` failed:\n\n```\n{done.stderr.strip()[-2000:]}\n```'
+    return done.stdout
+
+
+# --------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument('--models', nargs='+', default=['*'], help="fnmatch patterns, e.g. 'efficientvit_*' shvit_s1")
+    parser.add_argument('--batch-size', type=int, default=None, help='inference / training batch (default 16)')
+    parser.add_argument('--img-size', type=int, default=None, help="input side (default: each variant's native)")
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores, at most 2)')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--compile', action='store_true', help='time torch.compile(model)')
+    parser.add_argument('--amp', action='store_true', help='bfloat16 autocast')
+    parser.add_argument('--vs', choices=('auto', 'timm', 'reference', 'none'), default='auto', help='reference side')
+    parser.add_argument('--section', choices=('models', 'kernels', 'all'), default='models')
+    parser.add_argument('--out', type=Path, default=REPO / 'benchmarks', help='folder for report.md / results.csv')
+    parser.add_argument('--repeats', type=int, default=None, help='timed repeats (median; default 5)')
+    parser.add_argument('--warmup', type=int, default=None, help='warm-up calls before timing (default 2)')
+    parser.add_argument('--no-train', action='store_true', help='skip the training-throughput measurement')
+    parser.add_argument('--no-memory', action='store_true', help='skip the fresh-process memory measurement')
+    parser.add_argument('--fresh', action='store_true', help='replace results.csv instead of merging into it')
+    parser.add_argument('--quick', action='store_true', help='smoke test: batch 2, 1 repeat, small matmul')
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
+    return parser
+
+
+def _impls_for(target: Target, vs: str) -> tuple[str, ...]:
+    if vs == 'none':
+        return target.impls[:1]
+    if vs == 'timm' and not target.timm_owned:
+        raise SystemExit(f'error: --vs timm: {target.model} is not a timm-owned family; use --vs reference')
+    if vs == 'reference' and target.timm_owned:
+        # the kernel-backed model against itself on the reference backend; timm's model alone has no kernels
+        return ('zoo', 'reference') if 'zoo' in target.impls else target.impls[:1]
+    return target.impls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.threads = args.threads or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:  # internal: one forward in this fresh process, print MB
+        probe = json.loads(args.memory_probe)
+        impl, batch, device, amp = (probe.pop(k) for k in ('impl', 'batch_size', 'device', 'amp'))
+        print(memory_probe(Target(**probe), impl, batch, torch.device(device), amp))
+        return 0
+
+    args.batch_size = args.batch_size or (2 if args.quick else 16)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.batch_size < 1 or args.repeats < 1:
+        parser.error(f'--batch-size and --repeats must be >= 1, got {args.batch_size} and {args.repeats}')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: CUDA is not available on this machine')
+    args.command = 'python tools/benchmark.py ' + shlex.join(argv if argv is not None else sys.argv[1:])
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / CSV_NAME
+
+    from tqdm import tqdm
+
+    rows = [] if args.fresh else read_rows(csv_path)
+    if args.section in ('models', 'all'):
+        import backbonezoo  # noqa: F401  (registers the zoo's models with timm)
+
+        targets = resolve_targets(args.models, args.img_size)
+        peak = matmul_peak_gflops(torch.device(args.device), 1024 if args.quick else 2048)
+        print(f'fp32 matmul peak: {peak:.1f} GFLOP/s')
+        plan = [(t, impl) for t in targets for impl in _impls_for(t, args.vs)]
+        new_rows: dict[str, list[Row]] = {}
+        gmacs: dict[str, float] = {}
+        for index, (target, impl) in enumerate(tqdm(plan, desc='benchmark', unit='model')):
+            if target.model not in gmacs:
+                gmacs[target.model] = count_gmacs(target, impl)
+            row = measure(target, impl, args, peak, gmacs[target.model])
+            new_rows.setdefault(target.model, []).append(row)
+            tqdm.write(
+                f'{row.model:<28} {row.impl:<9} {row.infer_img_s:8.2f} img/s {row.latency_ms:8.1f} ms '
+                f'{row.gmacs:.3f} GMACs {row.peak_mem_mb:6.0f} MB'
+            )
+            if index + 1 == len(plan) or plan[index + 1][0].model != target.model:
+                # the model's implementations are all measured: record them now, so an interrupted run keeps them
+                measured = new_rows[target.model]
+                for done in measured:
+                    done.speedup = done.infer_img_s / measured[-1].infer_img_s
+                replaced = {done.key() for done in measured}
+                rows = [r for r in rows if r.key() not in replaced] + measured
+                write_rows(csv_path, rows)
+                write_report(args.out / REPORT_NAME, rows)
+        write_plot(args.out / PLOT_NAME, rows)
+
+    section = kernels_section(args.quick, args.threads) if args.section in ('kernels', 'all') else ''
+    write_report(args.out / REPORT_NAME, rows, section)
+    print(f'wrote {args.out / REPORT_NAME}' + (f', {csv_path} and {args.out / PLOT_NAME}' if rows else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""EfficientViT-M (MSRA): official-checkpoint conversion for timm's ``efficientvit_m0..m5``.
+
+timm ships the models (``timm.models.efficientvit_msra``, identical math to the authors' code) and owns their
+names; this module adds what timm lacks:
+
+* ``KernelLocalWindowAttention``: timm's ``LocalWindowAttention`` (same parameters and state dict) with the
+  cascaded heads' window attention on ``backbonezoo.kernels.local_attention`` (blocked windows, ``kernel = stride =
+  window``, relative-position bias table built from timm's per-head ``attention_biases``), and
+  ``to_kernel_backed(model)``, which swaps it into a timm model in place (outputs equal timm's). With
+  ``fit_small_maps=True`` (what the dense backbone uses) a stage map no larger than the window on both sides is
+  attended as one window of its own size, the bias sliced to it: every input size works, where the authors' detection
+  wrapper crashes on any such map that is not exactly 7x7.
+* ``checkpoint_filter_fn``: converts the authors' release layout (``microsoft/Cream`` ``EfficientViT``: unfused, and
+  the BN-fused layout of their ``replace_batchnorm``) and timm's hub layout into timm's layout. Importing this module
+  installs it in front of timm's own filter (``timm.models.efficientvit_msra.checkpoint_filter_fn``, which
+  ``_create_efficientvit_msra`` looks up at call time), so
+  ``timm.create_model('efficientvit_m4', pretrained=True, pretrained_cfg_overlay=dict(file='efficientvit_m4.pth'))``
+  loads the authors' file strictly, exactly as ``backbonezoo.convert_checkpoint(path, 'efficientvit_m4')`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+import timm.models.efficientvit_msra as _timm_efficientvit
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.efficientvit_msra import CascadedGroupAttention, ConvNorm, LocalWindowAttention, NormLinear
+
+from backbonezoo.kernels import local_attention
+
+__all__ = [
+    'EvalFoldedConvNorm',
+    'EvalFoldedNormLinear',
+    'KernelLocalWindowAttention',
+    'fold_batchnorm',
+    'checkpoint_filter_fn',
+    'convert_official_state_dict',
+    'merge_distillation_head',
+    'to_kernel_backed',
+    'unfuse_conv_bn',
+]
+
+
+class KernelLocalWindowAttention(nn.Module):
+    """Cascaded group attention in local windows, on ``backbonezoo.kernels.local_attention``.
+
+    Holds timm's ``CascadedGroupAttention`` as ``attn`` (its ``qkvs``, ``dws``, ``proj`` and ``attention_biases``), so
+    the state dict equals ``LocalWindowAttention``'s. Each head h: ``feat = qkv_h(feat + x_h)``; the query goes
+    through its depthwise conv inside each window (windows are zero-padded there, as in the official code); then
+    blocked-window attention with the head's relative-position bias; the heads' outputs are concatenated and
+    projected. Like timm, the map is zero-padded on the bottom / right to a window multiple before the projections.
+
+    Args:
+        attn: the ``CascadedGroupAttention`` to run (its ``resolution`` is the window).
+        fit_small_maps: attend a map that fits in one window on both sides as one window of its own size (bias table
+            sliced) instead of padding it to the window; timm pads (``False`` matches timm exactly).
+        backend: kernel backend (None = automatic).
+    """
+
+    def __init__(self, attn: CascadedGroupAttention, fit_small_maps: bool = False, backend: str | None = None):
+        super().__init__()
+        self.attn = attn
+        self.fit_small_maps = fit_small_maps
+        self.backend = backend
+
+    @classmethod
+    def from_local_window_attention(
+        cls, module: LocalWindowAttention, fit_small_maps: bool = False, backend: str | None = None
+    ) -> KernelLocalWindowAttention:
+        """A kernel-backed module sharing ``module``'s parameters (no copy)."""
+        new = cls(module.attn, fit_small_maps=fit_small_maps, backend=backend)
+        new.dim, new.num_heads = module.dim, module.num_heads
+        new.train(module.training)
+        return new
+
+    def _bias_table(self, window: tuple[int, int]) -> torch.Tensor:
+        """(heads, 2*wh - 1, 2*ww - 1) table: entry (dy, dx) = attention_biases[:, |dy| * res + |dx|]."""
+        res = self.attn.resolution
+        dy = torch.arange(1 - window[0], window[0], device=self.attn.attention_biases.device).abs()
+        dx = torch.arange(1 - window[1], window[1], device=self.attn.attention_biases.device).abs()
+        return self.attn.attention_biases[:, dy[:, None] * res + dx[None, :]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        attn = self.attn
+        ws = attn.resolution
+        if self.fit_small_maps and H <= ws and W <= ws:
+            window = (H, W)
+        else:
+            window = (ws, ws)
+            pad_b, pad_r = (-H) % ws, (-W) % ws
+            if pad_b or pad_r:
+                x = F.pad(x, (0, pad_r, 0, pad_b))
+        ph, pw = x.shape[-2:]
+        nh, nw = ph // window[0], pw // window[1]
+        table = self._bias_table(window)
+        feats_in = x.chunk(len(attn.qkvs), dim=1)
+        feats_out = []
+        feat = feats_in[0]
+        for head, (qkv, dws) in enumerate(zip(attn.qkvs, attn.dws)):
+            if head > 0:
+                feat = feat + feats_in[head]
+            q, k, v = qkv(feat).split([attn.key_dim, attn.key_dim, attn.val_dim], dim=1)
+            if nh * nw > 1:
+                # the query conv sees each window as its own zero-padded image: fold the windows into the batch
+                q = q.view(B, -1, nh, window[0], nw, window[1]).permute(0, 2, 4, 1, 3, 5)
+                q = dws(q.reshape(B * nh * nw, -1, *window))
+                q = q.view(B, nh, nw, -1, *window).permute(0, 3, 1, 4, 2, 5).reshape(B, -1, ph, pw)
+            else:
+                q = dws(q)
+            out = local_attention(
+                q.permute(0, 2, 3, 1).unsqueeze(1),
+                k.permute(0, 2, 3, 1).unsqueeze(1),
+                v.permute(0, 2, 3, 1).unsqueeze(1),
+                window,
+                stride=window,
+                border='zero',
+                bias=table[head : head + 1],
+                scale=attn.scale,
+                backend=self.backend,
+            )
+            feat = out.squeeze(1).permute(0, 3, 1, 2)
+            feats_out.append(feat)
+        out = torch.cat(feats_out, 1)
+        if ph != H or pw != W:
+            out = out[:, :, :H, :W]
+        return attn.proj(out)
+
+
+def fold_batchnorm(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm1d | nn.BatchNorm2d, bn_after: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a conv / linear and an eval-mode BN folded into one affine layer.
+
+    ``bn_after``: the BN normalises the layer's output (Conv+BN); otherwise its input (BN1d+Linear heads).
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    if bn_after:
+        folded_bias = shift if bias is None else bias * scale + shift
+        return weight * scale.view(-1, *([1] * (weight.ndim - 1))), folded_bias
+    folded_bias = weight @ shift if bias is None else weight @ shift + bias
+    return weight * scale[None, :], folded_bias
+
+
+def cached_fold(module: nn.Module, layer: nn.Module, bn: nn.Module, bn_after: bool = True):
+    """``fold_batchnorm`` of ``layer`` and ``bn``, cached on ``module`` until any of their tensors changes.
+
+    The key holds every tensor's identity and in-place version counter, so loading weights, ``.to()`` or an optimizer
+    step recomputes it (never stale). Fresh weight tensors every call would cost more than the fold saves: the
+    convolution backends repack new weights on each call. Tracing / compiling folds inline.
+    """
+    tensors = (layer.weight, layer.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return fold_batchnorm(layer.weight, layer.bias, bn, bn_after)
+    key = tuple((id(t), t._version, t.device, t.dtype) if t is not None else None for t in tensors)
+    cache = module.__dict__.get('_folded')
+    if cache is None or cache[0] != key:
+        with torch.no_grad():
+            cache = (key, *fold_batchnorm(layer.weight, layer.bias, bn, bn_after))
+        module.__dict__['_folded'] = cache
+    return cache[1], cache[2]
+
+
+class EvalFoldedConvNorm(ConvNorm):
+    """timm's ``ConvNorm`` whose eval forward runs one conv with the BN folded in (training is unchanged).
+
+    Same parameters and state dict; the folded weights are cached until a parameter or statistic changes.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        conv = self.conv
+        weight, bias = cached_fold(self, conv, self.bn)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+class EvalFoldedNormLinear(NormLinear):
+    """timm's ``NormLinear`` head (BN1d, dropout, Linear) with the BN folded into the Linear in eval."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        weight, bias = cached_fold(self, self.linear, self.bn, bn_after=False)
+        return F.linear(x, weight, bias)
+
+
+def to_kernel_backed(
+    model: nn.Module, fit_small_maps: bool = False, backend: str | None = None, fold_bn: bool = True
+) -> nn.Module:
+    """Switch a timm EfficientViT-M ``model`` to the kernel-backed attention, in place.
+
+    Every ``LocalWindowAttention`` becomes a ``KernelLocalWindowAttention`` sharing its parameters; with ``fold_bn``
+    every ``ConvNorm`` / ``NormLinear`` also runs with its BN folded in eval (their class is switched to the
+    ``EvalFolded*`` subclass; training is unchanged). The state dict is unchanged and, with ``fit_small_maps=False``,
+    the outputs equal timm's at every input size (to float rounding). Returns ``model``.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, LocalWindowAttention):
+                setattr(
+                    module, name, KernelLocalWindowAttention.from_local_window_attention(child, fit_small_maps, backend)
+                )
+            elif isinstance(child, KernelLocalWindowAttention):
+                child.fit_small_maps, child.backend = fit_small_maps, backend
+        if fold_bn and type(module) is ConvNorm:
+            module.__class__ = EvalFoldedConvNorm  # adds only an eval forward: parameters and hooks stay as they are
+        elif fold_bn and type(module) is NormLinear:
+            module.__class__ = EvalFoldedNormLinear
+        elif not fold_bn and type(module) in (EvalFoldedConvNorm, EvalFoldedNormLinear):
+            module.__class__ = type(module).__mro__[1]
+    return model
+
+
+# Official module paths -> timm module paths (applied to the key with its leaf names already renamed).
+_OFFICIAL_RENAMES = (
+    (re.compile(r'^blocks1\.(\d+)\.'), lambda m: f'stages.0.blocks.{m[1]}.'),
+    (re.compile(r'^blocks([23])\.0\.(\d+)\.'), lambda m: f'stages.{int(m[1]) - 1}.downsample.res1.{m[2]}.'),
+    (re.compile(r'^blocks([23])\.1\.'), lambda m: f'stages.{int(m[1]) - 1}.downsample.patchmerge.'),
+    (re.compile(r'^blocks([23])\.2\.(\d+)\.'), lambda m: f'stages.{int(m[1]) - 1}.downsample.res2.{m[2]}.'),
+    (re.compile(r'^blocks([23])\.(\d+)\.'), lambda m: f'stages.{int(m[1]) - 1}.blocks.{int(m[2]) - 3}.'),
+    (re.compile(r'^patch_embed\.(\d)\.'), lambda m: f'patch_embed.conv{int(m[1]) // 2 + 1}.'),
+)
+
+
+def _rename_official_key(key: str) -> str:
+    for pattern, repl in _OFFICIAL_RENAMES:
+        key, count = pattern.subn(repl, key, count=1)
+        if count:
+            break
+    # leaf modules: Conv2d_BN's 'c' is timm's 'conv', BN_Linear's 'l' is timm's 'linear'
+    key = re.sub(r'\.c\.(weight|bias)$', r'.conv.\1', key)
+    return re.sub(r'^head\.l\.', 'head.linear.', key)
+
+
+def merge_distillation_head(state_dict: dict, head: str = 'head', linear: str = 'l') -> dict:
+    """Fold an official distillation head into the main head.
+
+    The authors' eval forward returns ``(head(x) + head_dist(x)) / 2``; both are BN1d + Linear, so their mean is
+    one affine map, stored as a BN1d that passes its input through and a Linear. Exact up to float rounding.
+    """
+    dist = {k[len('head_dist.') :]: v for k, v in state_dict.items() if k.startswith('head_dist.')}
+    if not dist:
+        return state_dict
+    out = {k: v for k, v in state_dict.items() if not k.startswith('head_dist.')}
+    main = {k[len(head) + 1 :]: v for k, v in out.items() if k.startswith(f'{head}.')}
+    weights, biases = [], []
+    for name, sd in ((head, main), ('head_dist', dist)):
+        if f'{linear}.weight' in sd:  # BN1d + Linear
+            scale = sd['bn.weight'] / torch.sqrt(sd['bn.running_var'] + 1e-5)
+            shift = sd['bn.bias'] - sd['bn.running_mean'] * scale
+            weights.append(sd[f'{linear}.weight'] * scale[None, :])
+            biases.append(sd[f'{linear}.weight'] @ shift + sd.get(f'{linear}.bias', 0.0))
+        elif 'weight' in sd and 'bias' in sd:  # BN-fused into one Linear
+            weights.append(sd['weight'])
+            biases.append(sd['bias'])
+        else:
+            raise ValueError(
+                f'merge_distillation_head: {name} is neither BN1d + Linear ({name}.bn.*, {name}.{linear}.weight) nor a '
+                f'fused Linear ({name}.weight, {name}.bias); got keys ' + ', '.join(f'{name}.{k}' for k in sorted(sd))
+            )
+    for k in [k for k in out if k.startswith(f'{head}.')]:
+        del out[k]
+    out.update(_identity_bn(f'{head}.bn', weights[0].shape[1], weights[0]))
+    out[f'{head}.{linear}.weight'] = (weights[0] + weights[1]) / 2
+    out[f'{head}.{linear}.bias'] = (biases[0] + biases[1]) / 2
+    return out
+
+
+def _identity_bn(prefix: str, channels: int, like: torch.Tensor, eps: float = 1e-5) -> dict:
+    """BatchNorm entries whose eval transform is the identity (what a fused conv / linear unfolds into)."""
+    return {
+        f'{prefix}.weight': torch.ones(channels, dtype=like.dtype),
+        f'{prefix}.bias': torch.zeros(channels, dtype=like.dtype),
+        f'{prefix}.running_mean': torch.zeros(channels, dtype=like.dtype),
+        # (1 - eps) + eps == 1: the normalisation divides by exactly sqrt(1)
+        f'{prefix}.running_var': torch.full((channels,), 1.0 - eps, dtype=like.dtype),
+        f'{prefix}.num_batches_tracked': torch.tensor(0, dtype=torch.long),
+    }
+
+
+def unfuse_conv_bn(
+    state_dict: dict,
+    target_keys: Mapping[str, torch.Tensor],
+    conv: str = 'conv',
+    linear: str = 'linear',
+    residual_identity: bool = False,
+) -> dict:
+    """Map a BN-fused layout back onto an unfused model.
+
+    ``replace_batchnorm`` turns each Conv+BN (``P.{conv}.weight`` + ``P.bn.*``) into a Conv with bias stored as
+    ``P.weight`` / ``P.bias``, and each BN1d+Linear head into ``P.weight`` / ``P.bias``. The unfused form of a fused
+    conv is the same conv followed by a BN that is the identity apart from adding the bias. With
+    ``residual_identity`` (SHViT), a residual depthwise 3x3 Conv+BN (``R.m.{conv}.weight``) was fused into ``R.weight``
+    with the identity added at the kernel centre; it is subtracted again. Keys that are not fused are left as they are.
+    """
+    out = dict(state_dict)
+    for key in target_keys:
+        if not key.endswith('.bn.running_var'):
+            continue
+        prefix = key[: -len('.bn.running_var')]
+        for leaf in (conv, linear):
+            if f'{prefix}.{leaf}.weight' in target_keys:
+                break
+        else:
+            continue
+        target_weight = f'{prefix}.{leaf}.weight'
+        if target_weight in out:
+            continue  # not fused
+        fused, subtract_identity = prefix, False
+        if f'{fused}.weight' not in out and residual_identity and prefix.endswith('.m'):
+            fused, subtract_identity = prefix[: -len('.m')], True
+        if f'{fused}.weight' not in out or f'{fused}.bias' not in out:
+            continue  # leave it to the strict check to name the missing keys
+        weight, bias = out.pop(f'{fused}.weight'), out.pop(f'{fused}.bias')
+        if subtract_identity:
+            weight = weight.clone()
+            centre = (weight.shape[-2] // 2, weight.shape[-1] // 2)
+            weight[:, 0, centre[0], centre[1]] -= 1.0
+        out[target_weight] = weight
+        if weight.ndim == 2:  # Linear head: the BN1d sits before it (in_features wide), the bias is the Linear's
+            out.update(_identity_bn(f'{prefix}.bn', weight.shape[1], weight))
+            out[f'{prefix}.{leaf}.bias'] = bias
+        else:
+            out.update(_identity_bn(f'{prefix}.bn', weight.shape[0], weight))
+            out[f'{prefix}.bn.bias'] = bias
+    return out
+
+
+def is_official_layout(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """The authors' layout has ``blocks1`` / ``blocks2`` / ``blocks3`` and a Sequential stem; timm's has ``stages``."""
+    return any(k.startswith(('blocks1.', 'blocks2.', 'blocks3.', 'patch_embed.0.')) for k in state_dict)
+
+
+def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict:
+    """The authors' EfficientViT layout (unfused or BN-fused, optional distillation head) in timm's names.
+
+    ``attention_bias_idxs`` (an index buffer timm rebuilds) is dropped; unknown keys are kept so that a strict load
+    names them.
+    """
+    sd = merge_distillation_head(dict(state_dict), head='head', linear='l')
+    out = {}
+    for key, value in sd.items():
+        if key.endswith('attention_bias_idxs'):
+            continue
+        out[_rename_official_key(key)] = value
+    # fused convs sit one level up ('X.weight' for 'X.conv.weight'); the renames above already moved them
+    return unfuse_conv_bn(out, model.state_dict(), conv='conv', linear='linear')
+
+
+_TIMM_FILTER: Callable = getattr(
+    _timm_efficientvit.checkpoint_filter_fn, '__wrapped__', _timm_efficientvit.checkpoint_filter_fn
+)
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict:
+    """Any EfficientViT-M checkpoint layout -> timm's layout for ``model``.
+
+    Accepts the authors' release files (unfused, nested under ``'model'``, with ``attention_bias_idxs``), their
+    BN-fused layout, and timm's hub layout (passed through). timm's own filter then drops index buffers and resizes
+    ``attention_biases`` when the model's windows differ from the checkpoint's. Unknown keys stay in place.
+    """
+    if 'model' in state_dict and isinstance(state_dict['model'], Mapping):
+        state_dict = state_dict['model']
+    if is_official_layout(state_dict):
+        state_dict = convert_official_state_dict(state_dict, model)
+    return _TIMM_FILTER(dict(state_dict), model)
+
+
+def _install_timm_filter() -> None:
+    """Put ``checkpoint_filter_fn`` in front of timm's filter for timm's create path (idempotent)."""
+    checkpoint_filter_fn.__wrapped__ = _TIMM_FILTER
+    _timm_efficientvit.checkpoint_filter_fn = checkpoint_filter_fn
+
+
+_install_timm_filter()

@@ -1,0 +1,20 @@
+# RetinaNet + halonet26t + FPN, COCO 1x. No official HaloNet detection code or configs exist: the standard 1x setup
+# (AdamW lr 1e-4, weight decay 0.05, 500 linear warm-up iterations, steps at 8 and 11, batch 16, 1333x800),
+# BN frozen (norm_eval). The halo attention pads its inputs to block multiples. timm weights (ImageNet top-1 79.1).
+_base_ = ['../../_base_/retinanet_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='HaloNet',
+        arch='26t',
+        norm_eval=True,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/halonet26t_a1h_256-3083328c.pth',
+        ),
+    ),
+    neck=dict(in_channels=[256, 512, 1024, 2048]),
+)
+optim_wrapper = dict(optimizer=dict(weight_decay=0.05))

@@ -1,0 +1,21 @@
+# UPerNet + efficientvit_m4, ADE20K 512x512, 160k iterations. The authors released no segmentation setup: this is the
+# standard UPerNet 160k recipe (AdamW lr 6e-5, weight decay 0.01, poly decay, 1500 warm-up iterations, 2 images per
+# GPU on 8 GPUs) on the backbone's three outputs (strides 16 / 32 / 64), BN frozen as in the official detection
+# wrapper.
+_base_ = ['../../_base_/upernet_160k_ade20k.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='EfficientViT',
+        arch='m4',
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0/efficientvit_m4.pth',
+        ),
+    ),
+    decode_head=dict(in_channels=[128, 256, 384], in_index=[0, 1, 2], num_classes=150),
+    auxiliary_head=dict(in_channels=256, in_index=1, num_classes=150),
+)
+train_dataloader = dict(batch_size=2)

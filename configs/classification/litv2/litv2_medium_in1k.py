@@ -1,0 +1,9 @@
+# LITv2-M on ImageNet-1K: the LITv2-S recipe with drop path 0.3 (official configs/litv2-medium.yaml).
+_base_ = ['./litv2_small_in1k.py']
+
+model_name = 'litv2_medium'
+model = dict(model_name=model_name, model_kwargs=dict(drop_path_rate=0.3))
+val_dataloader = dict(
+    dataset=dict(pipeline=[dict(type='LoadImageRGB'), dict(type='AlbuClsEval', model_name=model_name)])
+)
+test_dataloader = val_dataloader

@@ -1,0 +1,22 @@
+# Mask R-CNN + LITv2-M FPN, COCO 1x (official detection/configs/litv2/mask_rcnn_litv2_m_fpn_1x_coco.py):
+# AdamW lr 2e-4, weight decay 1e-4 (none on norms), 12 epochs, steps at 8 and 11, batch 16, drop path 0.2, HiLo
+# window 2. The official run used fp16 mixed precision on 8 V100 (here: OptimWrapper; on GPUs set
+# optim_wrapper.type='AmpOptimWrapper'). Box / mask AP 44.9 / 40.8 (S), 46.8 / 42.3 (M), 47.3 / 42.6 (B) (paper).
+_base_ = ['../../_base_/mask_rcnn_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='LITv2',
+        arch='medium',
+        drop_path_rate=0.2,
+        init_cfg=dict(
+            type='Pretrained', checkpoint='https://github.com/ziplab/LITv2/releases/download/v1.0/litv2_m.pth'
+        ),
+    ),
+    neck=dict(in_channels=[96, 192, 384, 768]),
+)
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-4, weight_decay=1e-4), paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)})
+)

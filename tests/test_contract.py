@@ -172,7 +172,7 @@ def test_bad_input_is_a_named_error(name, eval_models):
     expected = RuntimeError if family.timm_owned else ValueError
     with pytest.raises(expected, match=r'(?i)channel'):
         model(torch.randn(1, 4, h, w))
-    with pytest.raises((expected, RuntimeError)):
+    with pytest.raises((ValueError, RuntimeError)):  # timm's models: BatchNorm's ValueError or a conv error
         model(torch.randn(3, h, w))
     if not family.timm_owned:
         with pytest.raises(ValueError, match=r'(?i)size|small|at least|minimum'):

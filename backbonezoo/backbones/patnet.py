@@ -26,7 +26,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d, SelectAdaptivePool2d, register_notrace_function, trunc_normal_
+from timm.layers import (
+    DropPath,
+    LayerNorm2d,
+    SelectAdaptivePool2d,
+    get_device_dtype,
+    register_notrace_function,
+    trunc_normal_,
+)
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -34,7 +41,7 @@ from timm.models._manipulate import checkpoint_seq
 __all__ = ['PATNet', 'checkpoint_filter_fn']
 
 # iRPE "euc" bucketing with ratio 20: alpha 20, beta 40, gamma 160 (the official configuration).
-RPE_ALPHA, RPE_BETA, RPE_GAMMA = 20.0, 40, 160.0
+RPE_BETA = 40
 
 
 @register_notrace_function
@@ -45,16 +52,15 @@ def irpe_bucket_ids(height: int, width: int, device: torch.device) -> torch.Tens
     (beta - alpha)) clipped at beta; shifted by beta (distances are non-negative, so only ids beta..2 beta occur).
     Computed in float32 like the official code so the rounding agrees.
     """
+    alpha, beta, gamma = 20.0, 40, 160.0  # locals, not globals: TorchScript cannot read global floats
     ys = torch.arange(height, device=device)
     xs = torch.arange(width, device=device)
     dy = (ys[:, None, None, None] - ys[None, None, :, None]).expand(height, width, height, width)
     dx = (xs[None, :, None, None] - xs[None, None, None, :]).expand(height, width, height, width)
     dist = (dy * dy + dx * dx).float().sqrt().round()
-    far = RPE_ALPHA + torch.log(dist.clamp(min=1.0) / RPE_ALPHA) / math.log(RPE_GAMMA / RPE_ALPHA) * (
-        RPE_BETA - RPE_ALPHA
-    )
-    ids = torch.where(dist <= RPE_ALPHA, dist, far.round().clamp(max=RPE_BETA))
-    return ids.long().reshape(height * width, height * width) + RPE_BETA
+    far = alpha + torch.log(dist.clamp(min=1.0) / alpha) / math.log(gamma / alpha) * (beta - alpha)
+    ids = torch.where(dist <= alpha, dist, far.round().clamp(max=beta))
+    return ids.long().reshape(height * width, height * width) + beta
 
 
 class IRPEAttention(nn.Module):
@@ -335,11 +341,13 @@ class PATNet(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)  # the new layers follow the model's device, dtype and mode
         self.num_classes = num_classes
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool)
-            self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
-        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool).train(self.training)
+            self.flatten = (nn.Flatten(1) if global_pool else nn.Identity()).train(self.training)
+        classifier = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.classifier = classifier.train(self.training)
 
     def forward_intermediates(
         self,

@@ -1,0 +1,17 @@
+# Mask R-CNN + PATNet (PartialNet-S detection backbone), COCO 1x: the official setup
+# (haiduo/PartialNet detection/configs/partialnet/mask_rcnn_partialnet_s_fpn_1x_coco.py): AdamW lr 2e-4, weight
+# decay 1e-4, no gradient clipping, 12 epochs (steps 8 and 11), batch 16, 1333x800. The official config names
+# type='partialnet_s', which was never registered; this one works. Output norms as the official fork_feat wrapper.
+_base_ = ['../../_base_/mask_rcnn_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PATNet',
+        arch='det_s',
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/partialnet_s-epoch=299-val_acc1=81.2840.pth'),
+    ),
+    neck=dict(in_channels=[128, 256, 512, 1024]),
+)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4))

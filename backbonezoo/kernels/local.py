@@ -59,6 +59,25 @@ def _pair(value: _Size, name: str, op: str) -> tuple[int, int]:
     return pair
 
 
+def _tensor_cache(maxsize: int):
+    """``functools.lru_cache`` for functions that build index tensors, bypassed while torch.compile / torch.export
+    trace: tensors made under tracing are fake or graph-bound and must not leak into later eager calls."""
+
+    def decorate(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args):
+            if torch.compiler.is_compiling():
+                return fn(*args)
+            return cached(*args)
+
+        wrapper.cache_clear = cached.cache_clear
+        return wrapper
+
+    return decorate
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Per-axis window geometry: the specification in index form.
 
@@ -109,7 +128,7 @@ class _Geometry:
         return _tables(self, device)
 
 
-@functools.lru_cache(maxsize=256)
+@_tensor_cache(maxsize=256)
 def _tables(geo: _Geometry, device: torch.device) -> tuple[torch.Tensor, ...]:
     out = []
     for axis, length in enumerate((geo.height, geo.width)):
@@ -386,9 +405,10 @@ class _AxisTiles:
     regpos: torch.Tensor  # (count, tile, kernel) region entry of each window slot
     rel: torch.Tensor  # (count, tile, region) bias-table row of each region entry (clamped where unused)
     uniform: bool  # every query's window is its whole region, in slot order
+    all_inside: bool  # no region entry falls outside the map (decided in Python: no data-dependent branch later)
 
 
-@functools.lru_cache(maxsize=512)
+@_tensor_cache(maxsize=512)
 def _axis_tiles(length: int, kernel: int, stride: int, dilation: int, border: str, tile: int) -> _AxisTiles:
     """``tile=0``: 'zero' tiles of ``stride`` queries sharing one window; else neighbourhood tiles per dilation group.
 
@@ -435,8 +455,9 @@ def _axis_tiles(length: int, kernel: int, stride: int, dilation: int, border: st
                 rel.append(rel_rows)
         uniform = False
     pos = [[p if 0 <= p < length else -1 for p in row] for row in pos]
+    all_inside = all(p >= 0 for row in pos for p in row)
     tensors = [torch.tensor(x) for x in (qpos, pos, slot, regpos, rel)]
-    return _AxisTiles(len(tensors[0][0]), len(qpos), len(pos[0]), *tensors, uniform)
+    return _AxisTiles(len(tensors[0][0]), len(qpos), len(pos[0]), *tensors, uniform, all_inside)
 
 
 class _Tiling:
@@ -454,7 +475,8 @@ class _Tiling:
         self.uniform = ah.uniform and aw.uniform
         self.tiles, self.queries, self.region = ah.count * aw.count, ah.tile * aw.tile, ah.region * aw.region
         inside = (ah.pos[:, None, :, None] >= 0) & (aw.pos[None, :, None, :] >= 0)
-        self.outside = None if bool(inside.all()) else ~inside.flatten(2, 3).flatten(0, 1).unsqueeze(-1).to(device)
+        outside = ~inside.flatten(2, 3).flatten(0, 1).unsqueeze(-1).to(device)
+        self.outside = None if ah.all_inside and aw.all_inside else outside
         rows, cols = ah.pos.clamp_min(0), aw.pos.clamp_min(0)  # outside entries are zeroed after the gather
         self.region_index = (rows[:, None, :, None] * width + cols[None, :, None, :]).flatten().to(device)
         # strided tilings of whole tiles are plain reshapes (faster than row gathers for narrow heads)
@@ -539,7 +561,7 @@ class _Tiling:
         return x.new_zeros(*x.shape[:-1], self.region).scatter(-1, index, x)
 
 
-@functools.lru_cache(maxsize=64)
+@_tensor_cache(maxsize=64)
 def _tiling(geo: _Geometry, device: torch.device) -> _Tiling:
     return _Tiling(geo, device)
 

@@ -1,0 +1,27 @@
+# Mask R-CNN + BiFormer-B FPN, COCO 1x (official object_detection/configs/coco/maskrcnn.1x.biformer_base.py):
+# n_win 16 with auto_pad, AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05 (none on norms), 12 epochs, steps at 8
+# and 11, batch 16, drop path 0.3, BN frozen (official mmdet wrapper: norm_eval). The official run used fp16:
+# on GPUs set optim_wrapper.type='AmpOptimWrapper'. Box / mask AP 48.6 / 43.7.
+_base_ = ['../../_base_/mask_rcnn_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='BiFormer',
+        arch='base',
+        n_win=16,
+        auto_pad=True,
+        drop_path_rate=0.3,
+        norm_eval=True,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHI_XPhoadjaNxtO/root/content',
+        ),
+    ),
+    neck=dict(in_channels=[96, 192, 384, 768]),
+)
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}),
+)

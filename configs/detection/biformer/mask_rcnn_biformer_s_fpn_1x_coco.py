@@ -1,0 +1,27 @@
+# Mask R-CNN + BiFormer-S FPN, COCO 1x (official object_detection/configs/coco/maskrcnn.1x.biformer_small.py):
+# n_win 16 with auto_pad, AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05 (none on norms), 12 epochs, steps at 8
+# and 11, batch 16, drop path 0.2, BN frozen (official mmdet wrapper: norm_eval). The official run used fp16:
+# on GPUs set optim_wrapper.type='AmpOptimWrapper'. Box / mask AP 47.8 / 43.2.
+_base_ = ['../../_base_/mask_rcnn_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='BiFormer',
+        arch='small',
+        n_win=16,
+        auto_pad=True,
+        drop_path_rate=0.2,
+        norm_eval=True,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHDyM-x9KWRBZ832/root/content',
+        ),
+    ),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+)
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}),
+)

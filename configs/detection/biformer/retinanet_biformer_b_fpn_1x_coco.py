@@ -1,0 +1,24 @@
+# RetinaNet + BiFormer-B FPN, COCO 1x (official object_detection/configs/coco/retinanet.1x.biformer_base.py):
+# n_win 16 with auto_pad, AdamW lr 1e-4, weight decay 1e-4, 12 epochs, steps at 8 and 11, batch 16, drop path
+# 0.3, BN frozen (official mmdet wrapper: norm_eval). FPN from stride 8 with extra convs on the input.
+# The official run used fp16 (loss scale 512): on GPUs set optim_wrapper.type='AmpOptimWrapper'. Box AP 47.1.
+_base_ = ['../../_base_/retinanet_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='BiFormer',
+        arch='base',
+        n_win=16,
+        auto_pad=True,
+        drop_path_rate=0.3,
+        norm_eval=True,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHI_XPhoadjaNxtO/root/content',
+        ),
+    ),
+    neck=dict(in_channels=[96, 192, 384, 768], start_level=1, add_extra_convs='on_input'),
+)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4))

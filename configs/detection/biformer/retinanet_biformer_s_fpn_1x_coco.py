@@ -1,0 +1,24 @@
+# RetinaNet + BiFormer-S FPN, COCO 1x (official object_detection/configs/coco/retinanet.1x.biformer_small.py):
+# n_win 16 with auto_pad, AdamW lr 1e-4, weight decay 1e-4, 12 epochs, steps at 8 and 11, batch 16, drop path
+# 0.2, BN frozen (official mmdet wrapper: norm_eval). FPN from stride 8 with extra convs on the input.
+# The official run used fp16 (loss scale 512): on GPUs set optim_wrapper.type='AmpOptimWrapper'. Box AP 45.9 (repro 47.3).
+_base_ = ['../../_base_/retinanet_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='BiFormer',
+        arch='small',
+        n_win=16,
+        auto_pad=True,
+        drop_path_rate=0.2,
+        norm_eval=True,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHDyM-x9KWRBZ832/root/content',
+        ),
+    ),
+    neck=dict(in_channels=[64, 128, 256, 512], start_level=1, add_extra_convs='on_input'),
+)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4, weight_decay=1e-4))

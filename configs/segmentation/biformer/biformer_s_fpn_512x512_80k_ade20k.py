@@ -1,0 +1,28 @@
+# Semantic FPN + BiFormer-S, ADE20K 512x512 (official semantic_segmentation/configs/ade20k/sfpn.biformer_small.py,
+# UniFormer recipe): n_win 8 with auto_pad, AdamW lr 2e-4 (8 GPUs x 4 images), weight decay 1e-4, 80k iterations,
+# cosine annealing with 1000 linear warm-up iterations from 0.1, drop path 0.15. The official
+# wrapper turned BN into SyncBN; here BN (use SyncBN on multi-GPU runs). fp16 in the official run. mIoU 48.9.
+_base_ = ['../../_base_/fpn_80k_ade20k.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='BiFormer',
+        arch='small',
+        n_win=8,
+        auto_pad=True,
+        drop_path_rate=0.15,
+        norm_eval=False,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHDyM-x9KWRBZ832/root/content',
+        ),
+    ),
+    neck=dict(in_channels=[64, 128, 256, 512]),
+)
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=1000),
+    dict(type='CosineAnnealingLR', T_max=79000, eta_min=2e-12, by_epoch=False, begin=1000, end=80000),
+]

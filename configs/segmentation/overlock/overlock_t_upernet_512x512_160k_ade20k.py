@@ -1,0 +1,32 @@
+# UperNet + OverLoCK-T, ADE20K 512x512, 160k iterations (official segmentation/configs/overlock/
+# upernet_overlock_tiny_ade20k_8xb2.py): AdamW lr 6e-5, betas (0.9, 0.999), weight decay 0.01 (none on the ContMix and
+# output norms, the official 'norm' key), poly decay with 1500 linear warm-up iterations, 2 images per GPU on 8 GPUs,
+# drop path 0.2, auxiliary head on output 2. The official segmentation wrapper has no Overview-Net projection
+# (overview_proj=False) and fine-tunes the training form (deploy=False). mIoU 50.3 (paper).
+_base_ = ['../../_base_/upernet_160k_ade20k.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='OverLoCK',
+        arch='t',
+        overview_proj=False,
+        deploy=False,
+        drop_path_rate=0.2,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://github.com/LMMMEng/OverLoCK/releases/download/v1/overlock_t_in1k_224.pth',
+        ),
+    ),
+    decode_head=dict(in_channels=[64, 128, 384, 640], num_classes=150),
+    auxiliary_head=dict(in_channels=384, num_classes=150),
+)
+optim_wrapper = dict(
+    optimizer=dict(lr=6e-5, weight_decay=0.01),
+    paramwise_cfg=dict(
+        _delete_=True,
+        custom_keys={k: dict(decay_mult=0.0) for k in ('norm1', 'norm2', 'out_norms')},
+    ),
+)
+train_dataloader = dict(batch_size=2)

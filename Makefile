@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# make test runs timm's model tests on each family's smallest variant; `make timm-conformance` on every variant
+CONFORMANCE_ARGS ?= --smallest
 
 .PHONY: setup demo test test-fast test-slow timm-conformance lint format bench cards clean
 
@@ -27,7 +29,7 @@ test-slow: setup
 	$(PY) -m pytest -p no:cacheprovider -n 2 -m slow $(PYTEST_ARGS)
 
 timm-conformance: setup
-	$(PY) tools/timm_conformance.py $(CONFORMANCE_ARGS)
+	$(PY) tools/timm_conformance.py
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

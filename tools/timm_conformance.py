@@ -5,7 +5,9 @@ The sdist matching the installed timm is fetched from PyPI once (``pip download 
 the repository (``~/.cache/backbonezoo/timm-sdist``); its ``tests/test_models.py`` is extracted into a temporary
 directory, never into this repo, beside a conftest that imports backbonezoo first and keeps only the models
 backbonezoo registers itself (timm-owned families are covered by timm's own CI). Tests that download pretrained
-weights are deselected and ``HF_HUB_OFFLINE=1`` is set.
+weights are deselected and ``HF_HUB_OFFLINE=1`` is set. Tests a family does not pass yet are declared in its
+metadata with the reason (``extra['timm_conformance_known_failures']``); exactly those are deselected and each is
+printed as a KNOWN FAILURE, so the gap stays visible.
 
     python tools/timm_conformance.py [--models PATTERN] [--smallest] [-- PYTEST_ARGS...]
 """
@@ -33,6 +35,8 @@ import pytest
 import timm
 
 _SELECTED = [m for m in os.environ['BACKBONEZOO_CONFORMANCE_MODELS'].split(',') if m]
+# 'model:test_function' pairs a family declares as known failures (see the runner's docstring)
+_KNOWN = {tuple(p.split(':')) for p in os.environ.get('BACKBONEZOO_CONFORMANCE_KNOWN_FAILURES', '').split(',') if p}
 _list_models, _list_pretrained = timm.list_models, timm.list_pretrained
 
 
@@ -67,8 +71,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         params = getattr(getattr(item, 'callspec', None), 'params', {})
         name = params.get('model_name')
-        ours = isinstance(name, str) and name.split('.')[0] in _SELECTED
-        (keep if ours and item.originalname not in _DOWNLOADS else drop).append(item)
+        base = name.split('.')[0] if isinstance(name, str) else None
+        known = (base, item.originalname) in _KNOWN
+        wanted = base in _SELECTED and item.originalname not in _DOWNLOADS and not known
+        (keep if wanted else drop).append(item)
     items[:] = keep
     config.hook.pytest_deselected(items=drop)
 """
@@ -118,6 +124,18 @@ def extract_test_models(sdist: Path, out_dir: Path) -> Path:
     return target
 
 
+def known_failures(models: list[str]) -> list[tuple[str, str, str]]:
+    """(model, timm test function, reason) for the failures families declare in their metadata,
+    ``extra['timm_conformance_known_failures'] = {test_function: reason}``. Only those tests are deselected."""
+    import backbonezoo
+
+    out = []
+    for model in models:
+        declared = backbonezoo.family_of(model).extra.get('timm_conformance_known_failures', {})
+        out += [(model, test, reason) for test, reason in declared.items()]
+    return out
+
+
 def select_models(pattern: str, smallest: bool) -> list[str]:
     import backbonezoo
 
@@ -153,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         # timm's tests compare repeated forwards: models whose official inference draws random numbers (SReT's
         # token shuffles) run in their documented deterministic mode here; the parity tests cover the official one.
         env.setdefault('BACKBONEZOO_SRET_SHUFFLE_SEED', '0')
+        known = known_failures(models)
+        env['BACKBONEZOO_CONFORMANCE_KNOWN_FAILURES'] = ','.join(f'{m}:{t}' for m, t, _ in known)
+        for model, test, reason in known:
+            print(f'KNOWN FAILURE (deselected): {test}[{model}]: {reason}')
         cmd = [
             sys.executable,
             '-m',

@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
-__all__ = ['Family', 'Variant', 'families', 'get_family', 'family_of', 'variant_info']
+__all__ = ['Family', 'Variant', 'families', 'get_family', 'family_of', 'known_conformance_failures', 'variant_info']
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,41 @@ class Family:
     @property
     def model_names(self) -> list[str]:
         return [v.name for v in self.variants]
+
+
+# timm test_models.py functions a family does not pass yet, by kind, with the reason printed when they are deselected.
+_CONFORMANCE_GAPS = {
+    'torchscript': (
+        ('test_model_forward_torchscript', 'test_model_forward_fx_torchscript'),
+        'TorchScript cannot compile the Python-dispatched backbonezoo.kernels operators '
+        '(torch.jit.script is deprecated in torch 2.x)',
+    ),
+    'fx': (
+        ('test_model_forward_fx', 'test_model_backward_fx'),
+        'torch.fx symbolic tracing meets a size-dependent branch in the model (needs notrace helpers; not done yet)',
+    ),
+    'default_cfgs': (
+        ('test_model_default_cfgs',),
+        "the reset_classifier / meta-device checks of timm's default-cfg test fail (not fixed yet)",
+    ),
+    'prune': (
+        ('test_prune_intermediate_layers_contract',),
+        'pruned models do not keep the unpruned outputs yet (not fixed yet)',
+    ),
+}
+
+
+def known_conformance_failures(*kinds: str) -> dict[str, str]:
+    """``{timm test function: reason}`` for ``Family.extra['timm_conformance_known_failures']``."""
+    unknown = [k for k in kinds if k not in _CONFORMANCE_GAPS]
+    if unknown:
+        raise ValueError(f'unknown conformance gap kinds {unknown}; expected some of {sorted(_CONFORMANCE_GAPS)}')
+    return {
+        test: reason
+        for kind in kinds
+        for test in _CONFORMANCE_GAPS[kind][0]
+        for reason in (_CONFORMANCE_GAPS[kind][1],)
+    }
 
 
 _FAMILIES: dict[str, Family] | None = None

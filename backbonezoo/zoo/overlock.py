@@ -1,6 +1,6 @@
 """OverLoCK (Base-Net, Overview-Net, Focus-Net with ContMix dynamic kernels): backbonezoo's own models."""
 
-from . import Family, Variant
+from . import Family, Variant, known_conformance_failures
 
 _RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1'
 
@@ -50,6 +50,7 @@ FAMILY = Family(
         '(backbonezoo.kernels.local_aggregate). Runs without natten 0.17, which no longer builds for current torch.'
     ),
     extra=dict(
+        timm_conformance_known_failures=known_conformance_failures('torchscript', 'fx', 'default_cfgs', 'prune'),
         params_note=(
             'sum(p.numel()) of the reparameterised model without the auxiliary head (equal to the official '
             'overlock_*(deploy=True, use_ds=False)); the sheet / issue figures 16.79M / 33.98M / 56.67M / 95.52M '

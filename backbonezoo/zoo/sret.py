@@ -120,6 +120,7 @@ FAMILY = Family(
         '(also at inference, as in the official code; `model.set_shuffle_seed(seed)` makes inference deterministic).'
     ),
     extra={
+        'mm_type': 'SReT',
         'random_eval': True,
         'deterministic_env': {'BACKBONEZOO_SRET_SHUFFLE_SEED': '0'},
         'flops_counter': 'fvcore (one fused multiply-add = one flop)',
@@ -131,6 +132,9 @@ FAMILY = Family(
             'loader ends with) and warns when the copies differ.',
             'Other input sizes: the position embedding is resized bicubically (timm ViT style); sides must be '
             'multiples of 32 so that token counts split into the attention groups.',
+            'Dense prediction is our design (SReT ships none): mm type `SReT` returns the stride 8 / 16 / 32 maps '
+            'through new LayerNorms, pads inputs to multiples of 32, and uses the deterministic shuffle mode; the '
+            '`Stride4Pyramid` neck adds a stride-4 level (ViTDet-style transposed conv) for FPN / UPerNet.',
         ],
     },
 )

@@ -174,3 +174,16 @@ def test_init_cfg_loads_official_layout_with_parity(tmp_path):
         outs = backbone(fixture['input'])
     for i, (out, expected) in enumerate(zip(outs, fixture['features'])):
         assert_close_rel(out, expected, what=f'stage {i}')
+
+
+def test_drop_path_rate_zero_disables_stochastic_depth():
+    from timm.layers import DropPath
+
+    def drop_paths(**kwargs):
+        backbone = MMDET_MODELS.build(
+            dict(type='ZooTimmBackbone', model_name='sret_tiny', **kwargs)
+        )  # default rate 0.1
+        return [m for m in backbone.modules() if isinstance(m, DropPath)]
+
+    assert drop_paths(), 'the variant default (0.1) builds stochastic depth'
+    assert not drop_paths(drop_path_rate=0.0), 'an explicit 0.0 must disable it, not keep the variant default'

@@ -99,7 +99,7 @@ class ZooBackbone(BaseModule):
         frozen_stages: -1 none, 0 the stem, i the stem and stages 1..i.
         norm_eval: keep every BatchNorm in eval mode while training (frozen running statistics).
         with_cp: gradient checkpointing through the model's ``set_grad_checkpointing`` (same outputs, less memory).
-        drop_path_rate: stochastic depth rate passed to the model.
+        drop_path_rate: stochastic depth rate passed to the model; ``None`` keeps the variant's default.
         in_channels: input channels.
         out_norm: extra norm on every output (``'ln2d'``, ``'bn'`` or ``None``); default: the class's ``out_norm``.
         size_divisor: pad inputs to a multiple of this; default: the class's, else the zoo family's
@@ -121,7 +121,7 @@ class ZooBackbone(BaseModule):
         frozen_stages: int = -1,
         norm_eval: bool = False,
         with_cp: bool = False,
-        drop_path_rate: float = 0.0,
+        drop_path_rate: float | None = None,
         in_channels: int = 3,
         out_norm: str | None = None,
         size_divisor: int | None = None,
@@ -135,7 +135,7 @@ class ZooBackbone(BaseModule):
 
         self.model_name = self._resolve_arch(arch)
         self._create_kwargs = dict(model_kwargs or {}, in_chans=in_channels)
-        if drop_path_rate:  # only when asked: some timm models take no drop_path_rate argument
+        if drop_path_rate is not None:  # only when asked: some timm models take no drop_path_rate argument
             self._create_kwargs['drop_path_rate'] = drop_path_rate
         model = timm.create_model(self.model_name, pretrained=False, **self._create_kwargs)
         if not hasattr(model, 'forward_intermediates') or not hasattr(model, 'feature_info'):

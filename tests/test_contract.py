@@ -205,14 +205,26 @@ def test_autocast_bf16_and_channels_last(name, monkeypatch):
     torch.testing.assert_close(last, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('name', MODELS)
-def test_torch_compile_forward(name, monkeypatch):
+def check_compiled_forward(name: str, monkeypatch, backend: str) -> None:
     model = build_deterministic(name, monkeypatch)
     x = torch.randn(1, 3, *input_size(name)[1:])
     with torch.no_grad():
         expected = model(x)
-        compiled = torch.compile(model)
+        compiled = torch.compile(model, backend=backend)
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_torch_compile_forward(name, monkeypatch):
+    """Dynamo graph capture and AOT tracing of the forward (inductor's C++ build is minutes per model on a 2-core
+    CPU: it runs in the slow variant below)."""
+    check_compiled_forward(name, monkeypatch, backend='aot_eager')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_torch_compile_inductor_forward(name, monkeypatch):
+    check_compiled_forward(name, monkeypatch, backend='inductor')
 
 
 @pytest.mark.parametrize('name', MODELS)

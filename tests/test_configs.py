@@ -212,8 +212,12 @@ def demo_segmentation(cfg, data: Path) -> None:
 
 
 def demo_classification(cfg, data: Path) -> None:
+    import backbonezoo
+
     model_name = cfg.model.model_name
-    size = 64
+    family = backbonezoo.family_of(model_name)
+    # small images, but at least what the family accepts (A2Mamba needs 193 px, BiFormer multiples of 112)
+    size = max(64, -(-family.min_size // family.size_divisor) * family.size_divisor)
     root = f'{data}/imagenet'
     cfg.model.num_classes = 6
     if cfg.model.get('data_preprocessor', {}).get('mixup'):

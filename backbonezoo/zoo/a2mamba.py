@@ -1,6 +1,6 @@
 """A2Mamba: attention-augmented state space models (MASS token mixer)."""
 
-from . import Family, Variant, known_conformance_failures
+from . import ONNX_FIXED_SIZE_REASON, Family, Variant, known_conformance_failures
 
 _WEIGHTS = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_{}.pth'
 
@@ -47,6 +47,8 @@ FAMILY = Family(
         'official code (parameters(), the tied rpb counted once).'
     ),
     extra=dict(
+        onnx_dynamic_hw=False,
+        onnx_dynamic_hw_reason=ONNX_FIXED_SIZE_REASON,
         timm_conformance_known_failures=known_conformance_failures('torchscript', 'fx', 'default_cfgs'),
         official_commit='LMMMEng/A2Mamba@a9ea14c6ab11d3cfd5cbc600651d710397a707ad',
         checkpoint_nesting=('state_dict', None),

@@ -1,6 +1,6 @@
 """OverLoCK (Base-Net, Overview-Net, Focus-Net with ContMix dynamic kernels): backbonezoo's own models."""
 
-from . import Family, Variant, known_conformance_failures
+from . import ONNX_FIXED_SIZE_REASON, Family, Variant, known_conformance_failures
 
 _RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1'
 
@@ -50,6 +50,8 @@ FAMILY = Family(
         '(backbonezoo.kernels.local_aggregate). Runs without natten 0.17, which no longer builds for current torch.'
     ),
     extra=dict(
+        onnx_dynamic_hw=False,
+        onnx_dynamic_hw_reason=ONNX_FIXED_SIZE_REASON,
         timm_conformance_known_failures=known_conformance_failures('torchscript', 'fx', 'default_cfgs', 'prune'),
         params_note=(
             'sum(p.numel()) of the reparameterised model without the auxiliary head (equal to the official '

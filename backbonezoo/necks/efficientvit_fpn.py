@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmdet.models.necks import FPN
-from mmdet.registry import MODELS
 from torch import nn
+
+from ..mm.backbone import register_backbone
 
 __all__ = ['EfficientViTFPN']
 
 
-@MODELS.register_module()
+@register_backbone  # root + mmdet + mmseg registries: found whatever the current default scope
 class EfficientViTFPN(FPN):
     """mmdet's ``FPN`` plus ``num_extra_trans_convs`` transposed-conv levels under the finest input level.
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'tools'))
@@ -61,6 +62,20 @@ def test_reference_pairing():
     assert tool._impls_for(owned, 'reference') == ('zoo', 'reference')
     stock = tool.Target('z', 'fam', ('timm',), 224, None, timm_owned=True)
     assert tool._impls_for(stock, 'reference') == ('timm',)
+
+
+def test_peer_models_are_measured_beside_the_variant():
+    # PATNet declares timm's FasterNet of the same tier as its peer: measured in the same run, before the reference.
+    (target,) = tool.resolve_targets(['patnet_t0'], None)
+    assert target.peer == 'fasternet_t0'
+    assert tool._impls_for(target, 'auto') == ('zoo', 'timm:fasternet_t0', 'reference')
+    assert tool._impls_for(target, 'timm') == ('zoo', 'timm:fasternet_t0')
+    assert tool._impls_for(target, 'none') == ('zoo',)
+    peer = tool.build_model(target, 'timm:fasternet_t0', torch.device('cpu'))
+    assert type(peer).__name__ == 'FasterNet'
+    # a peer named in the patterns is not measured twice; other plain timm models are
+    names = [t.model for t in tool.resolve_targets(['patnet_t0', 'fasternet_t0', 'fasternet_t1'], None)]
+    assert names == ['patnet_t0', 'fasternet_t1']
 
 
 def test_reference_backend_env_is_restored(monkeypatch):

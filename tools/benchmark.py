@@ -13,7 +13,11 @@ in the same run; GMACs count 2 FLOPs each). Each model is measured against its r
 
 - timm-owned families (``Family.timm_owned``): timm's stock model ('timm') vs the family's kernel-backed version
   ('zoo', from ``to_kernel_backed(model)`` in the family module, when it has one);
-- other families: the model with the default kernel backend ('zoo') vs ``BACKBONEZOO_KERNEL_BACKEND=reference``.
+- other families: the model with the default kernel backend ('zoo') vs ``BACKBONEZOO_KERNEL_BACKEND=reference``
+  (the plain, materialising math: what the authors' code computes);
+- a family may also name a timm model each variant is measured against
+  (``Family.extra['benchmark_peers'] = {variant: timm_name}``, e.g. PATNet vs timm's FasterNet of the same tier):
+  that row's implementation is ``timm:<name>``, with its own params and GMACs.
 
 Results are merged into ``OUT/results.csv`` (rows keyed by model, implementation and settings) and
 ``OUT/report.md`` plus ``OUT/top1_vs_throughput.png`` are rewritten from it. Single figures on a shared 2-core
@@ -27,6 +31,7 @@ import contextlib
 import copy
 import csv
 import datetime
+import fnmatch
 import importlib
 import json
 import math
@@ -56,7 +61,9 @@ class Row:
 
     model: str
     family: str
-    impl: str  # 'zoo' (what backbonezoo runs), 'timm' (timm's stock model) or 'reference' (kernels' reference path)
+    # 'zoo' (what backbonezoo runs), 'timm' (timm's stock model), 'reference' (kernels' reference path) or
+    # 'timm:<name>' (a peer timm model the family is measured against)
+    impl: str
     device: str
     img_size: int
     batch_size: int
@@ -70,7 +77,7 @@ class Row:
     train_img_s: float
     peak_mem_mb: float
     pct_peak: float
-    speedup: float  # infer img/s over the reference row of the same run (1.0 for the reference itself)
+    speedup: float  # infer img/s over the reference row ('reference' / 'timm') of the same run (1.0 for it)
     top1_paper: float | None
     matmul_gflops: float
     date: str
@@ -156,6 +163,7 @@ class Target:
     img_size: int
     top1: float | None
     timm_owned: bool
+    peer: str | None = None  # a timm model measured side by side (Family.extra['benchmark_peers'])
 
 
 def resolve_targets(patterns: list[str], img_size: int | None) -> list[Target]:
@@ -172,10 +180,17 @@ def resolve_targets(patterns: list[str], img_size: int | None) -> list[Target]:
             impls = ('zoo', 'timm') if _kernel_backed_fn(family) is not None else ('timm',)
         else:
             impls = ('zoo', 'reference')
+        peer = family.extra.get('benchmark_peers', {}).get(name)
         size = img_size or variant.input_hw[0]
-        targets.append(Target(name, family.name, impls, size, variant.top1, family.timm_owned))
-    if not zoo_names:  # plain timm models: measured alone
-        for name in timm.list_models(patterns):
+        targets.append(Target(name, family.name, impls, size, variant.top1, family.timm_owned, peer))
+    # plain timm models (not zoo variants, not already measured as a peer): measured alone
+    peers = {t.peer for t in targets}
+    for pattern in patterns:
+        if any(fnmatch.fnmatch(name, pattern) for name in zoo_names):
+            continue
+        for name in timm.list_models(pattern):
+            if name in peers:
+                continue
             size = img_size or timm.models.get_pretrained_cfg(name).input_size[-1]
             targets.append(Target(name, 'timm', ('timm',), size, None, True))
     if not targets:
@@ -194,14 +209,15 @@ def build_model(target: Target, impl: str, device: torch.device) -> torch.nn.Mod
 
     import backbonezoo
 
+    name = impl.removeprefix('timm:')
     kwargs = {}
-    cfg_size = timm.models.get_pretrained_cfg(target.model)
+    cfg_size = timm.models.get_pretrained_cfg(name)
     if cfg_size is not None and cfg_size.input_size[-1] != target.img_size:
         kwargs['img_size'] = target.img_size
     try:
-        model = timm.create_model(target.model, pretrained=False, **kwargs)
+        model = timm.create_model(name, pretrained=False, **kwargs)
     except TypeError:  # models without an img_size argument run at any size
-        model = timm.create_model(target.model, pretrained=False)
+        model = timm.create_model(name, pretrained=False)
     if impl in ('zoo', 'reference') and target.timm_owned:
         converted = _kernel_backed_fn(backbonezoo.get_family(target.family))(model)
         model = converted if converted is not None else model
@@ -498,9 +514,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _impls_for(target: Target, vs: str) -> tuple[str, ...]:
+    """Implementations to measure, the reference last (speedups are over it); a peer sits before it."""
+    if target.peer and vs == 'timm' and not target.timm_owned:
+        return ('zoo', f'timm:{target.peer}')
+    impls = _reference_pairing(target, vs)
+    if target.peer and vs == 'auto':
+        return (*impls[:-1], f'timm:{target.peer}', impls[-1]) if len(impls) > 1 else (*impls, f'timm:{target.peer}')
+    return impls
+
+
+def _reference_pairing(target: Target, vs: str) -> tuple[str, ...]:
     if vs == 'none':
         return target.impls[:1]
-    if vs == 'timm' and not target.timm_owned:
+    if vs == 'timm' and not target.timm_owned and not target.peer:
         raise SystemExit(f'error: --vs timm: {target.model} is not a timm-owned family; use --vs reference')
     if vs == 'reference' and target.timm_owned:
         # the kernel-backed model against itself on the reference backend; timm's model alone has no kernels
@@ -543,9 +569,10 @@ def main(argv: list[str] | None = None) -> int:
         new_rows: dict[str, list[Row]] = {}
         gmacs: dict[str, float] = {}
         for index, (target, impl) in enumerate(tqdm(plan, desc='benchmark', unit='model')):
-            if target.model not in gmacs:
-                gmacs[target.model] = count_gmacs(target, impl)
-            row = measure(target, impl, args, peak, gmacs[target.model])
+            counted = impl if impl.startswith('timm:') else target.model  # a peer is another architecture
+            if counted not in gmacs:
+                gmacs[counted] = count_gmacs(target, impl)
+            row = measure(target, impl, args, peak, gmacs[counted])
             new_rows.setdefault(target.model, []).append(row)
             tqdm.write(
                 f'{row.model:<28} {row.impl:<9} {row.infer_img_s:8.2f} img/s {row.latency_ms:8.1f} ms '

@@ -205,7 +205,8 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         lines += [
             "From `benchmarks/results.csv` (`tools/benchmark.py`; see `benchmarks/report.md` for the runs' settings "
             'and machine). "speedup" is img/s over the reference row of the same run: timm\'s model for timm-owned '
-            'families, `BACKBONEZOO_KERNEL_BACKEND=reference` for the others.',
+            'families, `BACKBONEZOO_KERNEL_BACKEND=reference` (the materialising math) for the others. '
+            '`timm:<name>` rows are the timm model the family is measured against, at the same tier.',
             '',
             '| model | impl | input | batch | threads | img/s | batch-1 ms | train img/s | peak MB | % of matmul peak '
             '| speedup | measured on |',

@@ -38,6 +38,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
+from ..layers.attention import dense_attention
+
 __all__ = ['PATNet', 'checkpoint_filter_fn']
 
 # iRPE "euc" bucketing with ratio 20: alpha 20, beta 40, gamma 160 (the official configuration).
@@ -83,9 +85,7 @@ class IRPEAttention(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)
         q, k, v = self.qkv(tokens).reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.rpe_table[:, irpe_bucket_ids(H, W, x.device)].to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=self.attn_drop if self.training else 0.0
-        )
+        out = dense_attention(q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=self.attn_drop if self.training else 0.0)
         # heads merged by concatenation, not transpose + reshape: with symbolic sizes (torch.export / ONNX) the
         # reshape of the transposed tensor fails to decide whether it can be a view
         out = self.proj_drop(self.proj(torch.cat(out.unbind(1), dim=-1)))

@@ -36,6 +36,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from ..layers.attention import dense_attention
+
 __all__ = ['SReT', 'checkpoint_filter_fn']
 
 SHUFFLE_SEED_ENV = 'BACKBONEZOO_SRET_SHUFFLE_SEED'
@@ -64,7 +66,7 @@ class SlicedAttention(nn.Module):
         # Groups are contiguous runs of N / G tokens: attention on a (B * G) batch is the block-diagonal attention.
         qkv = self.qkv(x).reshape(B * num_groups, N // num_groups, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = dense_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         x = x.transpose(1, 2).reshape(B, N, C)
         if perm is not None:
             x = x[:, torch.argsort(perm)]

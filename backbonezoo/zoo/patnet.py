@@ -80,6 +80,12 @@ FAMILY = Family(
     extra={
         'flops_counter': 'fvcore (one fused multiply-add = one flop), measured from the official builder (the sheet)',
         'mm_type': 'PATNet',
+        # PATNet's claim is speed over FasterNet: tools/benchmark.py measures each variant beside timm's FasterNet
+        # of the same tier, in the same run
+        'benchmark_peers': {
+            **{f'patnet_{tier}': f'fasternet_{tier}' for tier in ('t0', 't1', 't2', 's', 'm', 'l')},
+            **{f'patnet_det_{tier}': f'fasternet_{tier}' for tier in ('s', 'm', 'l')},
+        },
         'notes': [
             'The official repository holds two shape sets: the classification configurations (patnet_t0 ... l, '
             'PAT_sp only in t1) and FasterNet-shaped detection backbones with PAT_sp (patnet_det_s / m / l). We '

@@ -83,6 +83,8 @@ def drop_pretrained(cfg) -> None:
     if backbone is not None:
         backbone.pop('init_cfg', None)
     cfg.model.pop('checkpoint', None)
+    if cfg.model.get('distill'):  # teachers: small random timm models instead of downloaded ones
+        cfg.model.distill.update(teachers=['test_resnet'], pretrained=False, checkpoints=None)
 
 
 def short_schedule(cfg, work_dir: Path) -> None:

@@ -92,6 +92,39 @@ def test_classifier_modes_and_mixup():
         model.data_preprocessor(dict(inputs=[torch.randn(3, 64, 64)] * 3, gt_label=[0, 1, 2]), training=True)
 
 
+def test_distillation_from_frozen_teachers(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    teacher = timm.create_model('test_resnet', num_classes=6)
+    path = tmp_path / 'teacher.pth'
+    torch.save(dict(state_dict=teacher.state_dict()), path)
+    distill = dict(teachers=['test_resnet', 'test_resnet'], checkpoints=[str(path), str(path)], temperature=2.0)
+    model = ZooClassifier('test_vit', num_classes=6, model_kwargs=dict(img_size=32), distill=distill)
+    # teachers are frozen, loaded from the file, and not part of what is saved or optimised
+    assert not any(k.startswith(('distill', 'teacher')) for k in model.state_dict())
+    assert all(not p.requires_grad for t in model.distill['teachers'] for p in t.parameters())
+    torch.testing.assert_close(model.distill['teachers'][0].state_dict(), teacher.state_dict())
+    x, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    model.train()
+    losses = model(x, labels, mode='loss')
+    assert set(losses) == {'loss_kd'}, 'weight=1 is soft-label-only distillation (MEAL V2)'
+    with torch.no_grad():
+        target = (teacher.eval()(x) / 2.0).softmax(-1)
+        student = model.model(x) / 2.0
+    expected = 4.0 * torch.sum(-target * student.log_softmax(-1), dim=-1).mean()
+    torch.testing.assert_close(losses['loss_kd'], expected)
+    losses['loss_kd'].backward()
+    assert all(p.grad is not None for p in model.model.parameters() if p.requires_grad)
+
+    half = ZooClassifier('test_vit', num_classes=6, model_kwargs=dict(img_size=32), distill=dict(distill, weight=0.5))
+    assert set(half(x, labels, mode='loss')) == {'loss_kd', 'loss_cls'}
+    with pytest.raises(ValueError, match='distill.teachers'):
+        ZooClassifier('test_vit', num_classes=6, distill=dict(teachers=[]))
+    with pytest.raises(ValueError, match='unknown keys'):
+        ZooClassifier('test_vit', num_classes=6, distill=dict(teachers=['test_resnet'], alpha=0.5))
+
+
 def test_train_test_and_eval_imagenet_end_to_end(demo_data, tmp_path, monkeypatch):
     monkeypatch.setenv('BACKBONEZOO_DEMO_DATA', str(demo_data))
     work_dir = tmp_path / 'cls'

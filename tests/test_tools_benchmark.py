@@ -73,6 +73,7 @@ def test_peer_models_are_measured_beside_the_variant():
     assert tool._impls_for(target, 'none') == ('zoo',)
     peer = tool.build_model(target, 'timm:fasternet_t0', torch.device('cpu'))
     assert type(peer).__name__ == 'FasterNet'
+    assert type(tool.build_model(target, 'zoo', torch.device('cpu'))).__name__ == 'PATNet'
     # a peer named in the patterns is not measured twice; other plain timm models are
     names = [t.model for t in tool.resolve_targets(['patnet_t0', 'fasternet_t0', 'fasternet_t1'], None)]
     assert names == ['patnet_t0', 'fasternet_t1']

@@ -209,7 +209,7 @@ def build_model(target: Target, impl: str, device: torch.device) -> torch.nn.Mod
 
     import backbonezoo
 
-    name = impl.removeprefix('timm:')
+    name = impl.removeprefix('timm:') if impl.startswith('timm:') else target.model
     kwargs = {}
     cfg_size = timm.models.get_pretrained_cfg(name)
     if cfg_size is not None and cfg_size.input_size[-1] != target.img_size:

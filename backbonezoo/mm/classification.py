@@ -3,7 +3,8 @@
 Registered in mmengine's root registries (classification configs use the default ``'mmengine'`` scope):
 
 - ``ZooClassifier`` (MODELS): any zoo / timm model; loss from timm (soft-target cross-entropy after mixup /
-  cutmix, label-smoothing cross-entropy otherwise). EMA comes from mmengine's ``EMAHook`` in ``custom_hooks``.
+  cutmix, label-smoothing cross-entropy otherwise), optionally knowledge distillation from frozen timm teachers
+  (``distill=dict(...)``). EMA comes from mmengine's ``EMAHook`` in ``custom_hooks``.
 - ``ClsDataPreprocessor`` (MODELS): batches, moves to the device, applies timm's ``Mixup`` (mixup / cutmix /
   label smoothing) while training.
 - ``ImageFolderDataset`` (DATASETS): ``<root>/<split>/<wnid>/*.JPEG``, or a flat folder with a label file.
@@ -91,6 +92,12 @@ class ZooClassifier(BaseModel):
         checkpoint: official / timm / mmengine checkpoint to start from (converted with
             ``backbonezoo.convert_checkpoint``); the classifier is re-initialised when ``num_classes`` differs.
         model_kwargs: further ``timm.create_model`` arguments (``drop_path_rate``, ``drop_rate``, ...).
+        distill: knowledge distillation from frozen teachers, ``dict(teachers=[timm names], pretrained=True,
+            checkpoints=None, temperature=1.0, weight=1.0)``. The teachers' softmax outputs (at ``temperature``)
+            are averaged into soft labels; the loss is ``weight * T^2 * CE(soft labels, student / T) +
+            (1 - weight) * label loss``. ``weight=1`` is MEAL V2's soft-label-only distillation (SReT's recipe).
+            ``checkpoints`` (one file per teacher, any layout ``convert_checkpoint`` or timm reads) replaces the
+            hub download. Teachers are not part of the state dict, not trained and always in eval mode.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class ZooClassifier(BaseModel):
         label_smoothing: float = 0.0,
         checkpoint: str | None = None,
         model_kwargs: dict | None = None,
+        distill: dict | None = None,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
@@ -117,6 +125,51 @@ class ZooClassifier(BaseModel):
         )
         if checkpoint:
             self.load_pretrained(checkpoint, model_kwargs or {})
+        self.distill = self._build_distillation(distill, num_classes)
+
+    @staticmethod
+    def _build_distillation(distill: dict | None, num_classes: int) -> dict | None:
+        if not distill:
+            return None
+        import timm
+
+        allowed = {'teachers', 'pretrained', 'checkpoints', 'temperature', 'weight'}
+        unknown = set(distill) - allowed
+        if unknown:
+            raise ValueError(f'distill: unknown keys {sorted(unknown)}; expected some of {sorted(allowed)}')
+        names = distill.get('teachers')
+        if isinstance(names, str):
+            names = [names]
+        if not names:
+            raise ValueError(f'distill.teachers: expected one or more timm model names, got {names!r}')
+        checkpoints = distill.get('checkpoints') or [None] * len(names)
+        if len(checkpoints) != len(names):
+            raise ValueError(f'distill.checkpoints: expected one per teacher ({len(names)}), got {len(checkpoints)}')
+        weight, temperature = float(distill.get('weight', 1.0)), float(distill.get('temperature', 1.0))
+        if not 0.0 <= weight <= 1.0 or temperature <= 0.0:
+            raise ValueError(f'distill: expected 0 <= weight <= 1 and temperature > 0, got {weight} and {temperature}')
+        teachers = []
+        for name, path in zip(names, checkpoints):
+            kwargs = dict(pretrained=bool(distill.get('pretrained', True)) and path is None, num_classes=num_classes)
+            if path is not None:
+                kwargs['checkpoint_path'] = str(path)
+            teacher = timm.create_model(name, **kwargs).eval()
+            teacher.requires_grad_(False)
+            teachers.append(teacher)
+        # a plain list: the teachers stay out of the state dict, the optimizer and DDP
+        return dict(teachers=teachers, weight=weight, temperature=temperature)
+
+    @torch.no_grad()
+    def soft_labels(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teachers' averaged class probabilities at the distillation temperature."""
+        probs = []
+        for teacher in self.distill['teachers']:
+            teacher.to(device=inputs.device).eval()
+            probs.append((teacher(inputs).float() / self.distill['temperature']).softmax(dim=-1))
+        return torch.stack(probs).mean(0)
+
+    def label_loss(self, logits: torch.Tensor, gt_label: torch.Tensor) -> torch.Tensor:
+        return self.soft_loss(logits, gt_label) if gt_label.ndim == 2 else self.hard_loss(logits, gt_label)
 
     def load_pretrained(self, checkpoint: str, model_kwargs: dict) -> None:
         import timm
@@ -146,8 +199,15 @@ class ZooClassifier(BaseModel):
         if mode == 'loss':
             if gt_label is None:
                 raise ValueError("mode='loss' needs gt_label")
-            loss = self.soft_loss(logits, gt_label) if gt_label.ndim == 2 else self.hard_loss(logits, gt_label)
-            return dict(loss=loss)
+            if self.distill is None:
+                return dict(loss=self.label_loss(logits, gt_label))
+            weight, temperature = self.distill['weight'], self.distill['temperature']
+            losses = dict(
+                loss_kd=weight * temperature**2 * self.soft_loss(logits / temperature, self.soft_labels(inputs))
+            )
+            if weight < 1.0:
+                losses['loss_cls'] = (1.0 - weight) * self.label_loss(logits, gt_label)
+            return losses
         if mode == 'predict':
             scores = logits.float().softmax(dim=-1).detach().cpu()
             labels = [None] * len(scores) if gt_label is None else gt_label.detach().cpu()

@@ -38,7 +38,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from ..layers.attention import dense_attention
+from backbonezoo.layers.attention import dense_attention
 
 __all__ = ['PATNet', 'checkpoint_filter_fn']
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.shvit import SHSA, Conv2dNorm, NormLinear
 
-from .efficientvit_m import cached_fold, merge_distillation_head, unfuse_conv_bn
+from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
 
 __all__ = [
     'EvalFoldedConv2dNorm',

@@ -36,7 +36,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from ..layers.attention import dense_attention
+from backbonezoo.layers.attention import dense_attention
 
 __all__ = ['SReT', 'checkpoint_filter_fn']
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..kernels._backend import ENV_VAR
+from backbonezoo.kernels._backend import ENV_VAR
 
 __all__ = ['dense_attention']
 

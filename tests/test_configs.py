@@ -154,7 +154,9 @@ def demo_detection(cfg, data: Path) -> None:
         model.bbox_head.num_classes = len(classes)
         model.test_cfg.score_thr = 0.0
     if 'roi_head' in model:
-        model.roi_head.bbox_head.num_classes = len(classes)
+        heads = model.roi_head.bbox_head  # one dict, or one per stage (Cascade R-CNN)
+        for head in heads if isinstance(heads, list) else [heads]:
+            head.num_classes = len(classes)
         if with_mask:
             model.roi_head.mask_head.num_classes = len(classes)
         model.test_cfg.rcnn.score_thr = 0.0

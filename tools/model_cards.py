@@ -30,7 +30,7 @@ CARDS = REPO / 'model_cards'
 MEASUREMENTS = 'measurements.json'
 RESULTS = REPO / 'benchmarks' / 'results.csv'
 # Keys of Family.extra the card uses for something specific (the rest is listed under "Notes").
-_EXTRA_USED = ('mm_type', 'mm_arch', 'notes')
+_EXTRA_USED = ('mm_type', 'mm_arch', 'notes', 'timm_conformance_known_failures', 'benchmark_peers')
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -200,6 +200,10 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         lines += [f'- `{name}`: {note}' for name, note in variant_notes]
 
     lines += ['', '## Measured CPU throughput', '']
+    peers = family.extra.get('benchmark_peers') or {}
+    if peers:
+        pairs = ', '.join(f'`{name}` / `{peer}`' for name, peer in peers.items())
+        lines += [f'Each variant is measured beside the timm model of the same tier, in the same run: {pairs}.', '']
     rows = [r for r in results if r.get('model') in set(names)]
     if rows:
         lines += [
@@ -295,16 +299,40 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
 
     if family.citation:
         lines += ['', '## Citation', '', '```bibtex', family.citation.strip(), '```']
-    notes = []
-    if family.extra.get('notes'):
-        notes.append(str(family.extra['notes']))
+    lines += render_conformance(family)
+    notes = family.extra.get('notes') or []
+    notes = [notes] if isinstance(notes, str) else list(notes)
     for key, value in family.extra.items():
         if key not in _EXTRA_USED:
-            notes.append(f'**{key}**: {value}')
+            notes.append(f'**{key.replace("_", " ").capitalize()}**: {_render_value(value)}')
     if notes:
         lines += ['', '## Notes', '']
         lines += [f'- {note}' for note in notes]
     return '\n'.join(lines) + '\n'
+
+
+def _render_value(value) -> str:
+    if isinstance(value, dict):
+        return '; '.join(f'`{k}`: {_render_value(v)}' for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ', '.join(_render_value(v) for v in value)
+    return str(value)
+
+
+def render_conformance(family) -> list[str]:
+    """timm's own test suite on the family: passes everywhere, or which tests are declared as failing and why."""
+    lines = ['', '## timm conformance', '']
+    known = family.extra.get('timm_conformance_known_failures') or {}
+    command = "`make timm-conformance` (timm's own `tests/test_models.py` from the installed timm's sdist)"
+    if not known:
+        return lines + [f'{command} passes on every variant, apart from the tests that download weights.']
+    by_reason: dict[str, list[str]] = {}
+    for test, reason in known.items():
+        by_reason.setdefault(reason, []).append(test)
+    lines += [f'{command} passes on every variant except these tests, declared in the family metadata:', '']
+    lines += ['| timm test | why it does not pass yet |', '|---|---|']
+    lines += [f'| {", ".join(f"`{t}`" for t in tests)} | {reason} |' for reason, tests in by_reason.items()]
+    return lines
 
 
 def render_index(families: dict, registered: set[str]) -> str:

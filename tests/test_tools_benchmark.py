@@ -89,3 +89,11 @@ def test_reference_backend_env_is_restored(monkeypatch):
 def test_unknown_pattern_is_an_error(tmp_path: Path):
     with pytest.raises(SystemExit, match='matches no backbonezoo or timm model'):
         tool.main(['--models', 'no_such_model_*', '--quick', '--out', str(tmp_path)])
+
+
+def test_profile_writes_an_operator_table(tmp_path: Path):
+    argv = ['--models', 'test_resnet', '--img-size', '32', '--quick', '--no-memory', '--no-train', '--profile']
+    assert tool.main([*argv, '--out', str(tmp_path), '--threads', '1']) == 0
+    table = (tmp_path / 'profiles' / 'test_resnet__timm.md').read_text()
+    assert '| operator | calls | self CPU ms | share |' in table
+    assert 'convolution' in table, 'a ResNet spends its time in convolutions'

@@ -319,6 +319,9 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
             train_img_s = args.batch_size / median_time(step, max(1, args.repeats // 2), args.warmup, device)
             del train_model, train_runner
 
+        if args.profile:
+            write_profile(args.out / 'profiles', target, impl, lambda: infer(batch), args)
+
     infer_img_s = args.batch_size / throughput_s
     peak_mem = run_memory_subprocess(target, impl, args) if not args.no_memory else math.nan
     return Row(
@@ -347,6 +350,35 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
         machine=machine_name(),
         command=args.command,
     )
+
+
+def write_profile(folder: Path, target: Target, impl: str, fn: Callable[[], object], args) -> Path:
+    """Where the batch forward's time goes, by operator: the evidence behind a speedup, or behind its absence."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith('cuda') else [])
+    fn()  # warm caches (folded weights, index tables) outside the profile
+    with profile(activities=activities) as prof:
+        for _ in range(max(1, min(args.repeats, 3))):
+            fn()
+    averages = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in averages) or 1.0
+    top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
+    lines = [
+        f'# Profile: {target.model} ({impl}), batch {args.batch_size} at {target.img_size}, {args.threads} threads',
+        '',
+        f'`{args.command}`; torch.profiler, self CPU time per operator over the timed forwards.',
+        '',
+        '| operator | calls | self CPU ms | share |',
+        '|---|---|---|---|',
+    ]
+    for event in top:
+        ms = event.self_cpu_time_total / 1e3
+        lines.append(f'| `{event.key}` | {event.count} | {ms:.1f} | {100 * event.self_cpu_time_total / total:.1f} % |')
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f'{target.model}__{impl.replace(":", "_")}.md'
+    path.write_text('\n'.join(lines) + '\n')
+    return path
 
 
 def count_gmacs(target: Target, impl: str) -> float:
@@ -509,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-memory', action='store_true', help='skip the fresh-process memory measurement')
     parser.add_argument('--fresh', action='store_true', help='replace results.csv instead of merging into it')
     parser.add_argument('--quick', action='store_true', help='smoke test: batch 2, 1 repeat, small matmul')
+    parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='also write OUT/profiles/<model>__<impl>.md: torch.profiler operator table of the batch forward',
+    )
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     return parser
 

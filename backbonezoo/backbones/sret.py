@@ -59,7 +59,14 @@ class SlicedAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, num_groups: int = 1, perm: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        num_groups: int = 1,
+        perm: torch.Tensor | None = None,
+        out_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``out_scale``: a scalar the output is multiplied by, folded into the output projection's weights."""
         B, N, C = x.shape
         if perm is not None:
             x = x[:, perm]
@@ -70,7 +77,20 @@ class SlicedAttention(nn.Module):
         x = x.transpose(1, 2).reshape(B, N, C)
         if perm is not None:
             x = x[:, torch.argsort(perm)]
-        return self.proj_drop(self.proj(x))
+        x = self.proj(x) if out_scale is None else scaled_linear(self.proj, x, out_scale)
+        return self.proj_drop(x)
+
+
+def scaled_linear(layer: nn.Linear, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * layer(x)`` with the scalar folded into the (small) weights instead of the (large) activations."""
+    bias = layer.bias * scale if layer.bias is not None else None
+    return F.linear(x, layer.weight * scale, bias)
+
+
+def scaled_mlp(mlp: Mlp, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``scale * mlp(x)`` for timm's ``Mlp``, the scalar folded into ``fc2``."""
+    x = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(x))))
+    return mlp.drop2(scaled_linear(mlp.fc2, x, scale))
 
 
 class ResidualScale(nn.Module):
@@ -106,9 +126,12 @@ class AttentionBlock(nn.Module):
         self.skip_scale2, self.mlp_scale = ResidualScale(), ResidualScale()
 
     def forward(self, x: torch.Tensor, num_groups: int = 1, perm: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.skip_scale1(x) + self.attn_scale(self.drop_path(self.attn(self.norm1(x), num_groups, perm)))
-        x = self.skip_scale2(x) + self.mlp_scale(self.drop_path(self.mlp(self.norm2(x))))
-        return x
+        # s1 * x + s2 * f(x) as one addcmul, s2 folded into f's last linear: a third of the elementwise passes
+        # over the activations (the official code's three multiplies and add per residual took ~25 % of the time)
+        y = self.drop_path(self.attn(self.norm1(x), num_groups, perm, self.attn_scale.scale))
+        x = torch.addcmul(y, x, self.skip_scale1.scale)
+        y = self.drop_path(scaled_mlp(self.mlp, self.norm2(x), self.mlp_scale.scale))
+        return torch.addcmul(y, x, self.skip_scale2.scale)
 
 
 class ProjectionLayer(nn.Module):
@@ -121,7 +144,7 @@ class ProjectionLayer(nn.Module):
         self.skip_scale, self.mlp_scale = ResidualScale(), ResidualScale()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.skip_scale(x) + self.mlp_scale(self.mlp(self.norm(x)))
+        return torch.addcmul(scaled_mlp(self.mlp, self.norm(x), self.mlp_scale.scale), x, self.skip_scale.scale)
 
 
 class ConvPool(nn.Module):

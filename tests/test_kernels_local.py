@@ -348,3 +348,72 @@ def test_triton_kernels_match_reference_interpreted():
 @pytest.mark.parametrize('height,width,kwargs,bias_kind', FAST_CASES)
 def test_triton_kernels_match_reference_cuda(height, width, kwargs, bias_kind):
     _check_against_reference(height, width, kwargs, bias_kind, 'triton', device='cuda')
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Index tables are built with tensor ops from the sizes (dynamic-shape export): they must equal the Python spec.
+
+
+@pytest.mark.parametrize('border,stride', [('shift', 1), ('zero', 1), ('zero', 2), ('zero', 3)])
+def test_window_tables_match_the_python_specification(border, stride):
+    from backbonezoo.kernels.local import _axis_window_tensors, axis_windows
+
+    for length in range(1, 24):
+        for kernel in (1, 3, 5) if stride == 1 else (stride, stride + 1, stride + 4):
+            for dilation in (1, 2, 3):
+                if border == 'shift' and kernel * dilation > length:
+                    continue
+                keys, rel = axis_windows(length, kernel, stride, dilation, border)
+                got_keys, got_rel = _axis_window_tensors(length, kernel, stride, dilation, border, torch.device('cpu'))
+                assert got_keys.tolist() == [list(r) for r in keys], (length, kernel, dilation)
+                assert got_rel.tolist() == [list(r) for r in rel], (length, kernel, dilation)
+
+
+class _LocalAttention(torch.nn.Module):
+    def __init__(self, kwargs: dict, heads: int, table: bool, split: bool):
+        super().__init__()
+        self.kwargs, self.split, self.backend = kwargs, split, None
+        kh, kw = (kwargs['kernel_size'],) * 2 if isinstance(kwargs['kernel_size'], int) else kwargs['kernel_size']
+        self.table = torch.nn.Parameter(torch.randn(heads, 2 * kh - 1, 2 * kw - 1)) if table else None
+
+    def forward(self, q, k, v):
+        kwargs = self.kwargs
+        if kwargs.get('dilation') == 'from-size':  # A2Mamba's size-dependent dilation: symbolic under export
+            kwargs = {**kwargs, 'dilation': (q.shape[2] // 5, q.shape[3] // 5)}
+        if self.split:  # the two halves, as A2Mamba / OverLoCK call them
+            scale = q.shape[-1] ** -0.5
+            attn = local_scores(q, k, bias=self.table, scale=scale, backend=self.backend, **kwargs).softmax(-1)
+            return local_aggregate(attn, v, backend=self.backend, **kwargs)
+        return local_attention(q, k, v, bias=self.table, backend=self.backend, **kwargs)
+
+
+@pytest.mark.parametrize(
+    'kwargs,table,split',
+    [
+        (dict(kernel_size=3, dilation=2, border='shift'), True, False),
+        (dict(kernel_size=3, border='zero'), False, False),
+        pytest.param(dict(kernel_size=(5, 3), dilation=(1, 2), border='shift'), True, True, marks=pytest.mark.slow),
+        pytest.param(dict(kernel_size=2, stride=2, border='zero'), False, False, marks=pytest.mark.slow),
+        pytest.param(dict(kernel_size=3, dilation='from-size'), True, True, marks=pytest.mark.slow),
+    ],
+    ids=['shift-dil2-table', 'zero-k3', 'scores-aggregate-shift', 'zero-blocked', 'shift-size-dependent-dilation'],
+)
+def test_onnx_export_with_dynamic_height_width(kwargs, table, split, tmp_path):
+    """The fast path's index tables are computed in the graph: one export runs at other sizes in onnxruntime."""
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxscript')
+    torch.manual_seed(0)
+    model = _LocalAttention(kwargs, heads=2, table=table, split=split).eval()
+    example = tuple(torch.randn(1, 2, 12, 13, 4) for _ in range(3))
+    dynamic = {name: {2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} for name in 'qkv'}
+    path = tmp_path / 'local.onnx'
+    torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=dynamic, external_data=False)
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    names = [i.name for i in session.get_inputs()]
+    model.backend = 'reference'
+    for height, width in [(10, 17), (21, 7)]:  # uneven dilation groups, other tile counts (one tile for 7 wide)
+        inputs = [torch.randn(1, 2, height, width, 4) for _ in range(3)]
+        with torch.no_grad():
+            expected = model(*inputs)
+        (actual,) = session.run(None, dict(zip(names, (t.numpy() for t in inputs))))
+        torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-4, atol=1e-5, msg=f'{height}x{width}')

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from backbonezoo.kernels import region_routing, routing_attention
+
+REPO = Path(__file__).resolve().parents[1]
 
 # (H, W, num_regions, region_size, topk): divisible grids, non-square, and zero-padded grids.
 CASES = [
@@ -160,3 +167,86 @@ def test_bad_inputs_are_named_errors():
         routing_attention(q, k, v, 2, 2, backend='cuda')
     with pytest.raises(ValueError, match='index'):
         routing_attention(q, k, v, 2, 2, index=torch.zeros(2, 4, 3, dtype=torch.int64))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Triton kernels: under TRITON_INTERPRET=1 (set before triton is imported, hence a fresh interpreter), and on CUDA.
+
+# (H, W, num_regions, region_size, topk): a divisible grid, a zero-padded grid, regions of more tokens than one block
+TRITON_CASES = [(8, 12, 4, None, 3), (7, 8, None, 3, 2), (18, 9, (2, 1), None, 2)]
+
+
+def check_triton_against_reference(h, w, num_regions, region_size, topk, device='cpu', heads=2, batch=1):
+    """Forward and q / k / v gradients of the Triton path vs the reference on the same routes (fp32, 1e-5 / 1e-4)."""
+    q, k, v = (t.to(device) for t in qkv(h, w, dtype=torch.float32, heads=heads, d_qk=5, d_v=6, batch=batch))
+    index = region_routing(q, k, num_regions, topk, region_size=region_size)
+    results = {}
+    for backend in ('reference', 'triton'):
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out = routing_attention(*leaves, num_regions, topk, region_size=region_size, index=index, backend=backend)
+        grad = torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)
+        (out * grad).sum().backward()
+        results[backend] = [out] + [t.grad for t in leaves]
+    for name, got, expected in zip(('out', 'grad q', 'grad k', 'grad v'), results['triton'], results['reference']):
+        rel = ((got - expected).abs().max() / expected.abs().max()).item()
+        assert rel <= (1e-5 if name == 'out' else 1e-4), f'{name}: {rel:.2e}'
+
+
+def test_triton_backend_needs_cuda_or_interpreter(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    q, k, v = qkv(4, 4, dtype=torch.float32)
+    with pytest.raises(ValueError, match='TRITON_INTERPRET'):
+        routing_attention(q, k, v, 2, 2, backend='triton')
+
+
+@pytest.mark.triton
+def test_triton_kernels_match_reference_interpreted():
+    pytest.importorskip('triton')
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import torch
+        torch.set_num_threads(1)
+        sys.path.insert(0, {str(REPO / 'tests')!r})
+        import test_kernels_routing as t
+        for case in t.TRITON_CASES:
+            t.check_triton_against_reference(*case)
+            print('ok', case, flush=True)
+        """
+    )
+    env = {**os.environ, 'TRITON_INTERPRET': '1', 'BACKBONEZOO_KERNEL_BACKEND': 'auto'}
+    result = subprocess.run(
+        [sys.executable, '-c', script], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    assert result.stdout.count('ok ') == len(TRITON_CASES), result.stdout
+
+
+@pytest.mark.triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('h,w,num_regions,region_size,topk', CASES + TRITON_CASES)
+def test_triton_kernels_match_reference_cuda(h, w, num_regions, region_size, topk):
+    check_triton_against_reference(h, w, num_regions, region_size, topk, device='cuda', heads=3, batch=2)
+
+
+class _Routing(torch.nn.Module):
+    def forward(self, q, k, v):
+        return routing_attention(q, k, v, 4, 3)
+
+
+@pytest.mark.slow
+def test_onnx_export_with_dynamic_height_width(tmp_path):
+    """Region sizes stay symbolic (region means by reshape, no static pooling kernel): one export, other sizes."""
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnxscript')
+    dims = {2: 4 * torch.export.Dim('h', min=2, max=32), 3: 4 * torch.export.Dim('w', min=2, max=32)}
+    example = tuple(qkv(16, 24, dtype=torch.float32, batch=1))
+    path = tmp_path / 'routing.onnx'
+    torch.onnx.export(_Routing(), example, str(path), dynamo=True, dynamic_shapes={n: dims for n in 'qkv'})
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    names = [i.name for i in session.get_inputs()]
+    for h, w in [(12, 8), (20, 28)]:
+        inputs = qkv(h, w, dtype=torch.float32, batch=1, seed=1)
+        (actual,) = session.run(None, dict(zip(names, (t.numpy() for t in inputs))))
+        expected = routing_attention(*inputs, 4, 3, backend='reference')
+        torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-4, atol=1e-5, msg=f'{h}x{w}')

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Kernels section of the benchmark: local attention, fast path vs reference vs what the official code does.
+"""Kernels section of the benchmark: local / routing attention, fast path vs reference vs what the official code does.
 
     python tools/bench_kernels.py                 # markdown table on stdout
     python tools/bench_kernels.py --write         # also rewrites benchmarks/kernels.md (--append: adds to it)
@@ -8,13 +8,13 @@
 
 Shapes come from the families (56x56 neighbourhoods at dilation 1-3 as in A2Mamba / OverLoCK stage 1, HaloNet's
 64x64 map with block 8 / halo 3, EfficientViT-M's 7x7 windows on a 14x14 map, TiC's 3x3 zero-padded window at
-dilation 2). Implementations:
+dilation 2; BiFormer-T's routing attention, stages 1-3 at 224 and at 512). Implementations:
 
 - ``fast``: ``backend='torch'`` (what backbonezoo runs on CPU);
 - ``reference``: ``backend='reference'`` (the specification: gathers every window);
 - ``materialising``: what official / stand-in code does: unfold (``F.unfold`` / ``Tensor.unfold``) or gather every
   window's keys and values, then einsum + softmax + einsum (timm HaloAttn, TiC's validation, the sheets' NATTEN
-  stand-ins);
+  stand-ins); for routing, BiFormer's ``torch.gather`` of ``topk`` copies of the routed keys / values;
 - ``partition_sdpa``: window partition + ``F.scaled_dot_product_attention`` (the bar for blocked windows).
 
 Times: one process per case calls the implementations round-robin (so load swings hit them alike) and reports the
@@ -43,8 +43,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _case(hw, heads, dqk, dv, kernel, stride, dilation, border, bias):
-    return dict(hw=hw, heads=heads, dqk=dqk, dv=dv, kernel=kernel, stride=stride, dilation=dilation, border=border,
-                bias=bias)  # fmt: skip
+    return dict(op='local', hw=hw, heads=heads, dqk=dqk, dv=dv, kernel=kernel, stride=stride, dilation=dilation,
+                border=border, bias=bias)  # fmt: skip
+
+
+def _routing_case(hw, heads, n_win, topk):
+    """BiFormer's bi-level routing attention: head dim 32, ``n_win x n_win`` regions, softmax scale (heads*d)^-0.5."""
+    return dict(op='routing', hw=hw, heads=heads, dqk=32, dv=32, n_win=n_win, topk=topk, bias=None)
 
 
 # name -> geometry; q/k: (B, heads, H, W, dqk), v: (B, heads, H, W, dv)
@@ -55,13 +60,20 @@ CASES = {
     'halo-64-b8-h3': _case((64, 64), 8, 16, 16, kernel=14, stride=8, dilation=1, border='zero', bias=None),
     'window7-14x14': _case((14, 14), 4, 16, 64, kernel=7, stride=7, dilation=1, border='zero', bias='table'),
     'tic-56-k3-d2': _case((56, 56), 2, 32, 32, kernel=3, stride=1, dilation=2, border='zero', bias=None),
+    # BiFormer-T stages 1-3 at 224 (n_win 7) and at 512 (n_win 16, the segmentation setting)
+    'bra-56-n7-top1': _routing_case((56, 56), 2, n_win=7, topk=1),
+    'bra-28-n7-top4': _routing_case((28, 28), 4, n_win=7, topk=4),
+    'bra-14-n7-top16': _routing_case((14, 14), 8, n_win=7, topk=16),
+    'bra-128-n16-top1': _routing_case((128, 128), 2, n_win=16, topk=1),
+    'bra-64-n16-top4': _routing_case((64, 64), 4, n_win=16, topk=4),
+    'bra-32-n16-top16': _routing_case((32, 32), 8, n_win=16, topk=16),
 }
 IMPLS = ('fast', 'reference', 'materialising', 'partition_sdpa')
 
 
 def _applicable(case: dict, impl: str) -> bool:
     if impl == 'partition_sdpa':
-        return case['kernel'] == case['stride']
+        return case['op'] == 'local' and case['kernel'] == case['stride']
     return True
 
 
@@ -73,9 +85,14 @@ def _inputs(case: dict, batch: int, grad: bool):
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    (height, width), heads, k = case['hw'], case['heads'], case['kernel']
+    (height, width), heads = case['hw'], case['heads']
     shape = (batch, heads, height, width)
+    if case['op'] == 'routing':  # BiFormer's layout: views of one token-major qkv projection output
+        dims = [heads * d for d in (case['dqk'], case['dqk'], case['dv'])]
+        qkv = torch.randn(batch, height, width, sum(dims), generator=gen).requires_grad_(grad)
+        return [x.unflatten(-1, (heads, -1)).permute(0, 3, 1, 2, 4) for x in qkv.split(dims, dim=-1)] + [None]
     q, key, v = (torch.randn(*shape, d, generator=gen) for d in (case['dqk'], case['dqk'], case['dv']))
+    k = case.get('kernel')
     bias = torch.randn(heads, 2 * k - 1, 2 * k - 1, generator=gen) if case['bias'] == 'table' else None
     return [t.requires_grad_(grad) if t is not None else None for t in (q, key, v, bias)]
 
@@ -143,6 +160,44 @@ def _materialising(case: dict):
     return run
 
 
+def _routing_materialising(case: dict):
+    """The official BiFormer path (``bra_legacy.py``): route, gather ``topk`` copies of every region's keys / values
+    (``torch.gather`` on an expanded view), then per-region matmul + softmax + matmul."""
+    import torch
+
+    from backbonezoo.kernels import region_routing
+
+    n_win, topk = case['n_win'], case['topk']
+    scale = (case['heads'] * case['dqk']) ** -0.5
+
+    def run(q, key, v, bias):
+        batch, heads, height, width, _ = q.shape
+        rh, rw = height // n_win, width // n_win
+        routes = region_routing(q, key, n_win, topk, scale=scale)  # (B, R, topk)
+
+        def regions(x):  # (B, R, w2, heads * d), the official (n, p^2, w^2, c) layout
+            x = x.permute(0, 2, 3, 1, 4).reshape(batch, n_win, rh, n_win, rw, -1).transpose(2, 3)
+            return x.reshape(batch, n_win * n_win, rh * rw, x.shape[-1])
+
+        q_r, k_r, v_r = regions(q), regions(key), regions(v)
+        num, w2 = n_win * n_win, rh * rw
+
+        def gather(x):  # (B, R, topk, w2, c): the k-fold copy
+            expanded = x.unsqueeze(1).expand(-1, num, -1, -1, -1)
+            index = routes.view(batch, num, topk, 1, 1).expand(-1, -1, -1, w2, x.shape[-1])
+            return torch.gather(expanded, 2, index)
+
+        split = lambda x: x.unflatten(-1, (heads, -1)).transpose(-2, -3)  # (..., heads, tokens, d)
+        k_sel = split(gather(k_r).flatten(2, 3))  # (B, R, heads, topk * w2, d)
+        v_sel = split(gather(v_r).flatten(2, 3))
+        attn = (split(q_r) * scale) @ k_sel.transpose(-1, -2)
+        out = attn.softmax(-1) @ v_sel  # (B, R, heads, w2, d)
+        out = out.unflatten(1, (n_win, n_win)).unflatten(4, (rh, rw))  # (B, nh, nw, heads, rh, rw, d)
+        return out.permute(0, 3, 1, 4, 2, 5, 6).reshape(batch, heads, height, width, -1)
+
+    return run
+
+
 def _partition_sdpa(case: dict):
     import torch
     import torch.nn.functional as F
@@ -166,6 +221,15 @@ def _partition_sdpa(case: dict):
 
 
 def _callable(case: dict, impl: str):
+    if case['op'] == 'routing':
+        if impl == 'materialising':
+            return _routing_materialising(case)
+        from backbonezoo.kernels import routing_attention
+
+        backend = 'torch' if impl == 'fast' else 'reference'
+        scale = (case['heads'] * case['dqk']) ** -0.5
+        return lambda q, k, v, bias: routing_attention(q, k, v, case['n_win'], case['topk'], scale=scale,
+                                                       backend=backend)  # fmt: skip
     if impl in ('fast', 'reference'):
         from backbonezoo.kernels import local_attention
 
@@ -275,7 +339,7 @@ def _baseline(rows: list[dict], name: str) -> dict | None:
 def markdown(rows: list[dict], batch: int, threads: int, backward: bool, command: str) -> str:
     mode = 'forward + backward' if backward else 'forward (no_grad)'
     lines = [
-        f'Local attention, fp32, batch {batch}, {threads} threads, {mode}; '
+        f'Local / routing attention, fp32, batch {batch}, {threads} threads, {mode}; '
         f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {_torch_version()}. '
         'Peak = max-RSS increase of a fresh process over one call. x = relative to the baseline (materialising, or '
         'partition + SDPA for blocked windows): time ratio < 1 is faster, memory ratio < 1 is smaller.',
@@ -306,14 +370,14 @@ def goals(rows: list[dict]) -> str:
         if not fast or not base:
             continue
         t, m = fast['ms'] / base['ms'], fast['peak_mb'] / base['peak_mb'] if base['peak_mb'] > 0 else float('nan')
-        if case['kernel'] == case['stride']:
-            verdict = f'time {t:.2f}x partition + SDPA (goal <= 1.2x): {"met" if t <= 1.2 else "NOT met"}'
-        elif case['stride'] == 1:
+        if case['op'] == 'routing' or case['stride'] == 1:
             ok = 1 / t >= 2 and m <= 0.5
             verdict = (
                 f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (goal >= 2x, <= 0.5x): '
                 f'{"met" if ok else "NOT met"}'
             )
+        elif case['kernel'] == case['stride']:
+            verdict = f'time {t:.2f}x partition + SDPA (goal <= 1.2x): {"met" if t <= 1.2 else "NOT met"}'
         else:
             verdict = f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (no stated goal)'
         lines.append(f'- {name}: {verdict}')

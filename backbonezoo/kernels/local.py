@@ -33,6 +33,10 @@ window (the specification, not fast); ``'torch'`` is the fast PyTorch path (quer
 region through ``F.scaled_dot_product_attention``: blocked / halo windows as they are, neighbourhoods with a mask;
 no per-query window is materialised); ``'triton'`` runs the fused kernels of ``triton_local.py`` (CUDA tensors, or
 CPU under ``TRITON_INTERPRET=1``). Every backend has a backward.
+
+The index tables of the reference and fast paths are computed with tensor ops from the map size (cached per size in
+eager mode, rebuilt in the graph under torch.compile / torch.export), so exported graphs keep H / W (and a
+size-dependent dilation) symbolic: ``torch.onnx.export(..., dynamo=True, dynamic_shapes=...)`` runs at any size.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.fx.experimental.symbolic_shapes import optimization_hint
 
 from ._backend import resolve_backend
 
@@ -53,22 +58,26 @@ _Size = int | tuple[int, int]
 
 
 def _pair(value: _Size, name: str, op: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+    # SymInts too: under dynamic-shape export a size-dependent dilation (A2Mamba's) is symbolic
+    pair = (value, value) if isinstance(value, (int, torch.SymInt)) else tuple(value)
+    if len(pair) != 2 or not all(
+        isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) and v >= 1 for v in pair
+    ):
         raise ValueError(f'{op}: {name}={value!r} must be a positive int or a pair of positive ints')
     return pair
 
 
 def _tensor_cache(maxsize: int):
     """``functools.lru_cache`` for functions that build index tensors, bypassed while torch.compile / torch.export
-    trace: tensors made under tracing are fake or graph-bound and must not leak into later eager calls."""
+    trace or when a size is symbolic: tensors made under tracing are fake or graph-bound and must not leak into later
+    eager calls, and symbolic sizes must stay in the graph (built from them with tensor ops) to export dynamic H / W."""
 
     def decorate(fn):
         cached = functools.lru_cache(maxsize=maxsize)(fn)
 
         @functools.wraps(fn)
         def wrapper(*args):
-            if torch.compiler.is_compiling():
+            if torch.compiler.is_compiling() or not _static(*args):
                 return fn(*args)
             return cached(*args)
 
@@ -76,6 +85,26 @@ def _tensor_cache(maxsize: int):
         return wrapper
 
     return decorate
+
+
+def _static(*args) -> bool:
+    """True when no argument is (or holds, like ``_Geometry``) a symbolic size."""
+    try:
+        hash(args)  # SymInts are unhashable
+    except TypeError:
+        return False
+    return True
+
+
+def _cdiv(a, b):
+    """Ceil division for ints and SymInts alike."""
+    return (a + b - 1) // b
+
+
+def _mod(x: torch.Tensor, divisor) -> torch.Tensor:
+    """``x % divisor``; through floor division for a symbolic divisor (the ONNX exporter cannot translate a remainder
+    by a SymInt)."""
+    return x % divisor if isinstance(divisor, int) else x - x // divisor * divisor
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -93,7 +122,7 @@ def axis_windows(length: int, kernel: int, stride: int, dilation: int, border: s
     keys, rel = [], []
     for i in range(length):
         if border == 'shift':
-            group, pos = i % dilation, i // dilation
+            group, pos = _mod(i, dilation), i // dilation
             group_len = (length - group + dilation - 1) // dilation
             start = min(max(pos - kernel // 2, 0), group_len - kernel)
             keys.append(tuple(group + (start + j) * dilation for j in range(kernel)))
@@ -130,18 +159,40 @@ class _Geometry:
 
 @_tensor_cache(maxsize=256)
 def _tables(geo: _Geometry, device: torch.device) -> tuple[torch.Tensor, ...]:
-    out = []
-    for axis, length in enumerate((geo.height, geo.width)):
-        keys, rel = axis_windows(length, geo.kernel[axis], geo.stride[axis], geo.dilation[axis], geo.border)
-        out.append((torch.tensor(keys, dtype=torch.long, device=device), torch.tensor(rel, device=device)))
-    return out[0][0], out[1][0], out[0][1], out[1][1]
+    (keys_h, rel_h), (keys_w, rel_w) = (
+        _axis_window_tensors(length, geo.kernel[a], geo.stride[a], geo.dilation[a], geo.border, device)
+        for a, length in enumerate((geo.height, geo.width))
+    )
+    return keys_h, keys_w, rel_h, rel_w
+
+
+def _axis_window_tensors(
+    length: int, kernel: int, stride: int, dilation: int, border: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``axis_windows`` as ``(length, kernel)`` long tensors built with tensor ops from ``length``, so a symbolic
+    length (torch.export with dynamic H / W) stays symbolic instead of being baked into the graph."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(kernel, device=device)
+    if border == 'shift':
+        group, pos = _mod(i, dilation), i // dilation
+        members = (length - group + dilation - 1) // dilation
+        start = torch.minimum((pos - kernel // 2).clamp_min(0), members - kernel)
+        return group + (start + j) * dilation, start + j - pos + kernel - 1
+    raw = (i // stride) * stride - dilation * ((kernel - stride) // 2) + j * dilation
+    offsets = raw - i  # all or none of a row's offsets are multiples of the dilation
+    keys = torch.where((raw >= 0) & (raw < length), raw, -1)
+    return keys, torch.where(_mod(offsets, dilation) == 0, offsets // dilation + kernel - 1, -1)
 
 
 def _geometry(
     op: str, height: int, width: int, kernel_size: _Size, stride: _Size, dilation: _Size, border: str
 ) -> _Geometry:
     hashable = lambda x: tuple(x) if isinstance(x, list) else x
-    return _checked_geometry(op, height, width, hashable(kernel_size), hashable(stride), hashable(dilation), border)
+    args = (op, height, width, hashable(kernel_size), hashable(stride), hashable(dilation), border)
+    # traced or symbolic sizes (dynamic-shape export): checked uncached, the checks become shape guards
+    if torch.compiler.is_compiling() or not _static(*args):
+        return _checked_geometry.__wrapped__(*args)
+    return _checked_geometry(*args)
 
 
 @functools.lru_cache(maxsize=1024)  # per-call validation is pure Python: cache it (errors are never cached)
@@ -404,60 +455,71 @@ class _AxisTiles:
     slot: torch.Tensor  # (count, tile, region) window slot of each region entry, -1 off the window
     regpos: torch.Tensor  # (count, tile, kernel) region entry of each window slot
     rel: torch.Tensor  # (count, tile, region) bias-table row of each region entry (clamped where unused)
+    tile_of: torch.Tensor  # (length,) tile of each position
+    slot_of: torch.Tensor  # (length,) row of each position inside its tile
     uniform: bool  # every query's window is its whole region, in slot order
     all_inside: bool  # no region entry falls outside the map (decided in Python: no data-dependent branch later)
 
 
 @_tensor_cache(maxsize=512)
-def _axis_tiles(length: int, kernel: int, stride: int, dilation: int, border: str, tile: int) -> _AxisTiles:
+def _axis_tiles(
+    length: int, kernel: int, stride: int, dilation: int, border: str, tile: int, device: torch.device
+) -> _AxisTiles:
     """``tile=0``: 'zero' tiles of ``stride`` queries sharing one window; else neighbourhood tiles per dilation group.
 
-    All groups share one tile and region size (uneven groups: region entries past a group's end read zeros and are
-    masked like any entry off the window).
+    Built with tensor ops from ``length`` (symbolic under dynamic-shape export). All groups share one tile count, tile
+    and region size (uneven groups: region entries past a group's end read zeros and are masked like any entry off
+    the window; tiles past a group's end hold only dropped rows).
     """
-    qpos, pos, slot, regpos, rel = [], [], [], [], []
-    longest = -(-length // dilation)
-    tile = min(tile, longest)
-    region = min(tile + kernel - 1, longest) if border == 'shift' else tile + kernel - 1
+    arange = functools.partial(torch.arange, device=device)
+    static = isinstance(length, int)
+    position = arange(length)
     if tile == 0:
-        for t in range(-(-length // stride)):
-            start = t * stride - dilation * ((kernel - stride) // 2)
-            qpos.append([t * stride + a if t * stride + a < length else -1 for a in range(stride)])
-            pos.append([start + r * dilation for r in range(kernel)])
-            slot.append([list(range(kernel))] * stride)
-            rows = []
-            for a in range(stride):  # table row = (key - query) / dilation + kernel - 1 where that is an integer
-                offsets = [start + r * dilation - (t * stride + a) for r in range(kernel)]
-                rows.append([o // dilation + kernel - 1 if o % dilation == 0 else 0 for o in offsets])
-            rel.append(rows)
-        regpos, region, uniform = slot, kernel, True
+        count, tile, region = _cdiv(length, stride), stride, kernel
+        first = arange(count)[:, None] * stride  # (count, 1)
+        query = first + arange(stride)  # (count, stride)
+        raw = first - dilation * ((kernel - stride) // 2) + arange(kernel) * dilation  # (count, kernel)
+        slot = arange(kernel).expand(count, stride, kernel)
+        offsets = raw[:, None, :] - query[:, :, None]  # table row = offset / dilation + kernel - 1 where integral
+        rel = torch.where(_mod(offsets, dilation) == 0, offsets // dilation + kernel - 1, 0)
+        qpos, regpos, uniform = torch.where(query < length, query, -1), slot, True
+        pos = torch.where((raw >= 0) & (raw < length), raw, -1)
+        tile_of, slot_of = position // stride, position % stride
+        low = dilation * ((kernel - stride) // 2)
+        all_inside = static and low == 0 and (count - 1) * stride - low + (kernel - 1) * dilation < length
     else:
-        for group in range(dilation):
-            members = len(range(group, length, dilation))
-            to_map = lambda p, group=group, members=members: group + p * dilation if 0 <= p < members else -1
-            keys, rels = axis_windows(members, kernel, 1, 1, border)
-            if border == 'zero':  # raw group positions, outside ones included
-                keys = [tuple(i - kernel // 2 + j for j in range(kernel)) for i in range(members)]
-            for t in range(-(-members // tile)):
-                start = t * tile - kernel // 2
-                start = max(min(start, members - region), 0) if border == 'shift' else start
-                qpos.append([to_map(t * tile + a) if t * tile + a < members else -1 for a in range(tile)])
-                pos.append([to_map(start + r) for r in range(region)])
-                rows, rrows, rel_rows = [], [], []
-                for a in range(tile):
-                    i = min(t * tile + a, members - 1)  # dropped rows copy the last query (finite softmax)
-                    window = [p - start for p in keys[i]]
-                    rows.append([window.index(r) if r in window else -1 for r in range(region)])
-                    rrows.append(window)
-                    rel_rows.append([rels[i][0] + window.index(r) if r in window else 0 for r in range(region)])
-                slot.append(rows)
-                regpos.append(rrows)
-                rel.append(rel_rows)
-        uniform = False
-    pos = [[p if 0 <= p < length else -1 for p in row] for row in pos]
-    all_inside = all(p >= 0 for row in pos for p in row)
-    tensors = [torch.tensor(x) for x in (qpos, pos, slot, regpos, rel)]
-    return _AxisTiles(len(tensors[0][0]), len(qpos), len(pos[0]), *tensors, uniform, all_inside)
+        longest = _cdiv(length, dilation)
+        if static:  # small maps: smaller tiles / regions
+            tile = min(tile, longest)
+        else:  # symbolic (export): keep >= 2 tiles per group at the example size, or export specialises the size
+            tile = max(1, min(tile, optimization_hint(longest) // 2))
+        region = min(tile + kernel - 1, longest) if static and border == 'shift' else tile + kernel - 1
+        count = _cdiv(longest, tile)
+        group = arange(dilation)[:, None, None]  # (dilation, 1, 1)
+        members = (length - group + dilation - 1) // dilation
+        first = arange(count)[None, :, None] * tile  # (1, count, 1)
+        member = first + arange(tile)  # (1, count, tile) group position of each query
+        start = first - kernel // 2  # region start, group units
+        window = member - kernel // 2  # window start of each query
+        if border == 'shift':  # shifted to stay inside the group (dropped rows: a valid window too, finite softmax)
+            start = torch.minimum(start, members - region).clamp_min(0)
+            window = torch.minimum(window.clamp_min(0), members - kernel)
+        to_map = lambda p: torch.where((p >= 0) & (p < members), group + p * dilation, -1)
+        qpos = to_map(member.expand(dilation, -1, -1)).flatten(0, 1)
+        entry = start + arange(region)  # (., count, region) group position of each region entry
+        pos = to_map(entry).expand(dilation, -1, -1).flatten(0, 1)
+        offset = (window - start).expand(dilation, -1, -1)[..., None]  # (dilation, count, tile, 1)
+        diff = arange(region) - offset
+        on_window = (diff >= 0) & (diff < kernel)
+        slot = torch.where(on_window, diff, -1).flatten(0, 1)
+        regpos = (offset + arange(kernel)).flatten(0, 1)
+        rel = entry[..., None, :] - member[..., None] + kernel - 1  # key - query + kernel - 1, group units
+        rel = torch.where(on_window, rel, 0).clamp(0, 2 * kernel - 2).flatten(0, 1)
+        tile_of = _mod(position, dilation) * count + position // dilation // tile
+        count, uniform = count * dilation, False
+        slot_of = position // dilation % tile
+        all_inside = static and border == 'shift' and length // dilation >= region
+    return _AxisTiles(tile, count, region, qpos, pos, slot, regpos, rel, tile_of, slot_of, uniform, all_inside)
 
 
 class _Tiling:
@@ -469,34 +531,28 @@ class _Tiling:
         neighbourhood = geo.stride == (1, 1)
         ah, aw = self.axes = [
             _axis_tiles(length, geo.kernel[a], geo.stride[a], geo.dilation[a], geo.border,
-                        _NEIGHBOURHOOD_TILE if neighbourhood else 0)
+                        _NEIGHBOURHOOD_TILE if neighbourhood else 0, device)
             for a, length in enumerate((height, width))
         ]  # fmt: skip
         self.uniform = ah.uniform and aw.uniform
         self.tiles, self.queries, self.region = ah.count * aw.count, ah.tile * aw.tile, ah.region * aw.region
         inside = (ah.pos[:, None, :, None] >= 0) & (aw.pos[None, :, None, :] >= 0)
-        outside = ~inside.flatten(2, 3).flatten(0, 1).unsqueeze(-1).to(device)
-        self.outside = None if ah.all_inside and aw.all_inside else outside
+        self.outside = None if ah.all_inside and aw.all_inside else ~inside.flatten(2, 3).flatten(0, 1).unsqueeze(-1)
         rows, cols = ah.pos.clamp_min(0), aw.pos.clamp_min(0)  # outside entries are zeroed after the gather
-        self.region_index = (rows[:, None, :, None] * width + cols[None, :, None, :]).flatten().to(device)
+        self.region_index = (rows[:, None, :, None] * width + cols[None, :, None, :]).flatten()
         # strided tilings of whole tiles are plain reshapes (faster than row gathers for narrow heads)
         self.reshaped = not neighbourhood
         qh, qw = ah.qpos.clamp_min(0), aw.qpos.clamp_min(0)  # dropped rows read any query
-        self.query_index = (qh[:, None, :, None] * width + qw[None, :, None, :]).flatten().to(device)
-        tile_slot = torch.arange(self.tiles * self.queries).view(ah.count, aw.count, ah.tile, aw.tile)
-        inverse = torch.empty(height, width, dtype=torch.long)
-        valid = (ah.qpos[:, None, :, None] >= 0) & (aw.qpos[None, :, None, :] >= 0)
-        hh = ah.qpos[:, None, :, None].expand_as(tile_slot)[valid]
-        ww = aw.qpos[None, :, None, :].expand_as(tile_slot)[valid]
-        inverse[hh, ww] = tile_slot[valid]
-        self.output_index = inverse.flatten().to(device)
+        self.query_index = (qh[:, None, :, None] * width + qw[None, :, None, :]).flatten()
+        tile = ah.tile_of[:, None] * aw.count + aw.tile_of[None, :]  # where each output position sits in the tiling
+        self.output_index = ((tile * ah.tile + ah.slot_of[:, None]) * aw.tile + aw.slot_of[None, :]).flatten()
         idx = ah.regpos[:, None, :, None, :, None] * aw.region + aw.regpos[None, :, None, :, None, :]
-        self.regpos = idx.flatten(4, 5).flatten(2, 3).flatten(0, 1).to(device)  # (tiles, T, K)
+        self.regpos = idx.flatten(4, 5).flatten(2, 3).flatten(0, 1)  # (tiles, T, K)
         entries = (2 * geo.kernel[0] - 1) * (2 * geo.kernel[1] - 1)
         ok = (ah.slot[:, None, :, None, :, None] >= 0) & (aw.slot[None, :, None, :, None, :] >= 0)
         rel = ah.rel[:, None, :, None, :, None] * (2 * geo.kernel[1] - 1) + aw.rel[None, :, None, :, None, :]
         index = torch.where(ok, rel, entries)  # entry `entries` of the extended table is -inf
-        self.bias_index = index.flatten(4, 5).flatten(2, 3).flatten(0, 1).to(device)  # (tiles, T, R)
+        self.bias_index = index.flatten(4, 5).flatten(2, 3).flatten(0, 1)  # (tiles, T, R)
         self.masks: dict[torch.dtype, torch.Tensor] = {}
 
     def tile(self, x: torch.Tensor) -> torch.Tensor:
@@ -533,8 +589,9 @@ class _Tiling:
         (low_h, low_w), (span_h, span_w), (dh, dw) = low, span, dilation
         high_h = (ah.count - 1) * self.geo.stride[0] + span_h - low_h - height
         high_w = (aw.count - 1) * self.geo.stride[1] + span_w - low_w - width
-        if (low_h, low_w, high_h, high_w) != (0, 0, 0, 0):
-            x = F.pad(x, (0, 0, low_w, max(high_w, 0), low_h, max(high_h, 0)))
+        pads = (low_w, high_w, low_h, high_h)  # a negative high pad crops what no window reads
+        if not _static(*pads) or any(pads):  # symbolic sizes: always pad (no shape-dependent branch in the graph)
+            x = F.pad(x, (0, 0, *pads))
         x = x.unfold(2, span_h, self.geo.stride[0]).unfold(3, span_w, self.geo.stride[1])[..., ::dh, ::dw]
         return x[:, :, : ah.count, : aw.count].permute(0, 1, 2, 3, 5, 6, 4).flatten(4, 5).flatten(2, 3)
 

@@ -25,6 +25,8 @@ Backends (``backend=`` / ``BACKBONEZOO_KERNEL_BACKEND``, see ``_backend.py``):
   values at a time (about one copy of K / V in all) and runs ``F.scaled_dot_product_attention`` on them; under
   autograd each chunk is recomputed in backward, so training memory stays bounded too. The chunk count depends
   only on the region count and ``topk``, never on H / W, so the graph exports with dynamic sizes.
+* ``'triton'`` (default for CUDA tensors): the fused kernels of ``triton_routing.py``, which read the routed keys /
+  values through the route index (nothing gathered) with an online softmax; the routing itself stays in PyTorch.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ._backend import resolve_backend
 
 __all__ = ['region_routing', 'routing_attention']
 
-_SUPPORTED = ('reference', 'torch')
+_SUPPORTED = ('reference', 'torch', 'triton')
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -91,11 +93,17 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None = None) -> N
 def _region_means(x: torch.Tensor, grid, size, pad) -> torch.Tensor:
     """(B, heads, H, W, d) -> (B, R, heads * d) float32 means over each region's real (unpadded) tokens."""
     b, heads, height, width, d = x.shape
-    # channels-last (B, C, H, W) view: average pooling over whole regions; with ceil_mode the last partial region
-    # is averaged over its real tokens only (count_include_pad has no effect without explicit padding)
-    x = x.detach().permute(0, 2, 3, 1, 4).reshape(b, height, width, heads * d).permute(0, 3, 1, 2).float()
-    means = F.avg_pool2d(x, size, stride=size, ceil_mode=bool(pad[0] or pad[1]), count_include_pad=False)
-    return means.flatten(2).transpose(1, 2)
+    # sums over a (B, nh, rh, nw, rw, C) view rather than avg_pool2d: a pooling kernel is static in an exported graph,
+    # a reshape keeps the region size symbolic (dynamic H / W export)
+    x = x.detach().permute(0, 2, 3, 1, 4).reshape(b, height, width, heads * d).float()
+    if pad[0] or pad[1]:
+        x = F.pad(x, (0, 0, 0, pad[1], 0, pad[0]))
+    sums = x.reshape(b, grid[0], size[0], grid[1], size[1], heads * d).sum((2, 4))
+    if not (pad[0] or pad[1]):
+        return sums.flatten(1, 2) / (size[0] * size[1])
+    rows = (height - torch.arange(grid[0], device=x.device) * size[0]).clamp(max=size[0])  # real rows per region row
+    cols = (width - torch.arange(grid[1], device=x.device) * size[1]).clamp(max=size[1])
+    return (sums / (rows[:, None] * cols[None, :]).unsqueeze(-1)).flatten(1, 2)
 
 
 def region_routing(
@@ -169,15 +177,29 @@ def _region_major(x: torch.Tensor, grid, size, pad) -> torch.Tensor:
     return x.reshape(x.shape[0], grid[0] * grid[1], -1)
 
 
-def _chunk_attention(q_rm, k_rm, v_rm, route, heads: int, w2: int, scale: float) -> torch.Tensor:
-    """Attention of a chunk of query regions ``q_rm`` (B, Rc, w2*heads*d_qk) over their routes ``route``
-    (B, Rc, topk): (B, Rc, heads, w2, d_v). Only this chunk's routed keys / values are gathered."""
-    b, chunk, topk = route.shape
-    num = k_rm.shape[1]
-    flat = (route + torch.arange(b, device=route.device)[:, None, None] * num).reshape(-1)
-    # whole regions are contiguous rows: index_select copies them with memcpy-sized moves
-    k_c = k_rm.reshape(b * num, -1).index_select(0, flat).view(b * chunk, topk * w2, heads, -1)
-    v_c = v_rm.reshape(b * num, -1).index_select(0, flat).view(b * chunk, topk * w2, heads, -1)
+def _token_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, H, W, d) -> (B * H * W, heads * d): one row per token, a free view of token-major memory (the
+    split of a qkv projection, as the families pass it)."""
+    b, heads, height, width, d = x.shape
+    return x.permute(0, 2, 3, 1, 4).reshape(b * height * width, heads * d)
+
+
+def _region_tokens(grid, size, width: int, device: torch.device) -> torch.Tensor:
+    """(R, w2) flat map positions ``y * W + x`` of every region's tokens, row-major. Broadcast aranges, no division:
+    under export the region size may be symbolic (the ONNX exporter cannot translate a remainder by a SymInt)."""
+    arange = lambda n: torch.arange(n, device=device)
+    rows = (arange(grid[0])[:, None] * size[0] + arange(size[0])[None, :])[:, None, :, None]  # (nh, 1, rh, 1)
+    cols = (arange(grid[1])[:, None] * size[1] + arange(size[1])[None, :])[None, :, None, :]  # (1, nw, 1, rw)
+    return (rows * width + cols).flatten(2).flatten(0, 1)
+
+
+def _chunk_attention(q_rm, k_rows, v_rows, flat, heads: int, w2: int, scale: float) -> torch.Tensor:
+    """Attention of a chunk of query regions ``q_rm`` (B, Rc, w2*heads*d_qk) over the key / value rows ``flat``
+    selects (the chunk's routed tokens, region by region): (B, Rc, heads, w2, d_v). Only this chunk's routed keys /
+    values are gathered."""
+    b, chunk = q_rm.shape[:2]
+    k_c = k_rows.index_select(0, flat).view(b * chunk, -1, heads, q_rm.shape[-1] // (w2 * heads))
+    v_c = v_rows.index_select(0, flat).view(b * chunk, k_c.shape[1], heads, -1)
     q_c = q_rm.reshape(b * chunk, w2, heads, -1)
     out = F.scaled_dot_product_attention(q_c.transpose(1, 2), k_c.transpose(1, 2), v_c.transpose(1, 2), scale=scale)
     return out.reshape(b, chunk, heads, w2, -1)
@@ -186,14 +208,22 @@ def _chunk_attention(q_rm, k_rm, v_rm, route, heads: int, w2: int, scale: float)
 def _routing_attention_torch(q, k, v, index, grid, size, pad, scale):
     b, heads, height, width, _ = q.shape
     num, topk = grid[0] * grid[1], index.shape[-1]
-    q_rm, k_rm, v_rm = (_region_major(x, grid, size, pad) for x in (q, k, v))
+    q_rm = _region_major(q, grid, size, pad)
+    batch = torch.arange(b, device=q.device)[:, None, None]
+    if pad[0] or pad[1]:  # zero padding: gather whole rows of padded region-major copies
+        k_rows, v_rows = (_region_major(x, grid, size, pad).reshape(b * num, -1) for x in (k, v))
+        select = lambda route: (route + batch * num).reshape(-1)
+    else:  # gather tokens straight from the inputs: no region-major copies of k / v
+        k_rows, v_rows = _token_rows(k), _token_rows(v)
+        tokens = _region_tokens(grid, size, width, q.device)
+        select = lambda route: (tokens[route] + (batch * (height * width))[..., None]).reshape(-1)
     # About R / topk query regions per chunk: the gathered keys / values of a chunk are about one copy of K / V.
     per_chunk = max(1, math.ceil(num / topk))
     recompute = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
     outs = []
     for start in range(0, num, per_chunk):
         stop = min(start + per_chunk, num)
-        args = (q_rm[:, start:stop], k_rm, v_rm, index[:, start:stop], heads, size[0] * size[1], scale)
+        args = (q_rm[:, start:stop], k_rows, v_rows, select(index[:, start:stop]), heads, size[0] * size[1], scale)
         if recompute:  # keep only the inputs for backward, not the chunk's gathered keys / values
             outs.append(checkpoint(_chunk_attention, *args, use_reentrant=False))
         else:
@@ -232,7 +262,7 @@ def routing_attention(
         routing_scale: scale of the routing logits (default: ``scale``); it only changes ties.
         index: precomputed ``(B, R, topk)`` routes (from :func:`region_routing`); routing is skipped.
         return_index: also return the routes.
-        backend: ``'reference'`` | ``'torch'`` | ``None`` (see module docstring).
+        backend: ``'reference'`` | ``'torch'`` | ``'triton'`` | ``None`` (see module docstring).
 
     Returns:
         ``(B, heads, H, W, d_v)`` (and the ``(B, R, topk)`` int64 routes when ``return_index``).
@@ -252,6 +282,11 @@ def routing_attention(
             f'routing_attention: index must be int64 of shape {(q.shape[0], grid[0] * grid[1], topk)}, '
             f'got {index.dtype} {tuple(index.shape)}'
         )
-    impl = _routing_attention_reference if chosen == 'reference' else _routing_attention_torch
-    out = impl(q, k, v, index, grid, size, pad, scale)
+    if chosen == 'triton':
+        from .triton_routing import triton_routing_attention
+
+        out = triton_routing_attention(q, k, v, index, grid, size, scale)
+    else:
+        impl = _routing_attention_reference if chosen == 'reference' else _routing_attention_torch
+        out = impl(q, k, v, index, grid, size, pad, scale)
     return (out, index) if return_index else out

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from helpers import assert_close_rel, load_parity, regen
 
 import backbonezoo
-from backbonezoo.backbones.a2mamba import MASS, A2Mamba, checkpoint_filter_fn
+from backbonezoo.backbones.a2mamba import MASS, A2Mamba, checkpoint_filter_fn, resize_global_bias
 from backbonezoo.zoo import get_family
 
 FAMILY = get_family('a2mamba')
@@ -286,7 +286,7 @@ def test_other_sizes_resize_global_bias_like_the_official_model():
     """Non-square input at a size other than img_size: the stage-4 bias is bicubically resized as an (N, N) image."""
     model = small_model()
     mixer = model.stages[3].blocks[0].token_mixer
-    resized = mixer._global_bias(4 * 5)
+    resized = resize_global_bias(mixer.global_rpb, 4 * 5)
     expected = F.interpolate(mixer.global_rpb, size=(20, 20), mode='bicubic', align_corners=False)
     assert torch.equal(resized, expected)
     with torch.no_grad():
@@ -320,6 +320,23 @@ def test_backward_and_grad_checkpointing():
 def test_no_weight_decay_names_ssm_parameters():
     names = small_model().no_weight_decay()
     assert names and all(n.endswith(('A_logs', 'Ds')) for n in names)
+
+
+def test_torchscript_matches_eager():
+    """Scripting keeps the kernels in Python (torch.jit.ignore) and compiles out each mixer's unused branch."""
+    model = small_model()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 96, 128)  # not img_size: the stage-4 bias is resized
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_model_runs_in_bfloat16():
+    """A model converted to bfloat16 runs its float32-pinned regions (SSM readout, gate / projection) in bfloat16."""
+    model = small_model().to(torch.bfloat16)
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 96, 96, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
 
 
 @pytest.mark.slow

@@ -290,6 +290,16 @@ def test_reset_classifier_and_group_matcher():
     assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize('kwargs', [dict(auto_pad=True), dict(routing_pad='zero', stem_type='patch')])
+def test_torchscript_matches_eager(kwargs):
+    """Scripting keeps the routing kernel in Python (torch.jit.ignore); padded and zero-padded region grids."""
+    model = tiny(**kwargs)
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_torch_compile_forward():
     model = tiny()

@@ -345,6 +345,16 @@ def test_grad_checkpointing_gives_the_same_gradients():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+def test_torchscript_matches_eager():
+    """Scripting keeps the kernel call in Python (torch.jit.ignore) and compiles out the Hi-Fi branch of stage 4."""
+    model = tiny()
+    scripted = torch.jit.script(model)
+    for size in ((64, 64), (70, 90)):  # the second pads in the stem and in HiLo, and floors in token merging
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_torch_compile_forward():
     model = tiny()

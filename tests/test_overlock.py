@@ -372,6 +372,26 @@ def test_bf16_autocast_channels_last_batch1():
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_torchscript_matches_eager():
+    """Scripting keeps the kernels in Python (torch.jit.ignore); 40 px takes the small-map ContMix branch."""
+    model = build_tiny()
+    scripted = torch.jit.script(model)
+    for size in (64, 40):
+        x = torch.randn(1, 3, size, size)
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_reset_classifier_resets_the_auxiliary_head():
+    model = build_tiny(use_ds=True).train()
+    model.reset_classifier(3)
+    logits, aux = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == aux.shape == (2, 3)
+    model.reset_classifier(0)
+    logits, aux = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, TINY['projection_dim']) and aux.shape == (2, TINY['embed_dims'][3])
+
+
 def test_wrong_dtype_is_an_error():
     model = build_tiny()
     with pytest.raises(TypeError, match='dtype'):

@@ -23,8 +23,6 @@ sizes other than ``img_size`` the stage-4 bias is resized the official way, bicu
 (``F.interpolate(..., mode='bicubic', align_corners=False)``), so outputs match the official model at every size.
 """
 
-from __future__ import annotations
-
 import math
 from functools import partial
 
@@ -32,34 +30,79 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, ConvNormAct, DropPath, LayerNorm2d, to_2tuple, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    ConvNormAct,
+    DropPath,
+    LayerNorm2d,
+    get_device_dtype,
+    register_notrace_module,
+    to_2tuple,
+    trunc_normal_,
+)
 from timm.layers.pos_embed_sincos import apply_rot_embed
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from backbonezoo.kernels import local_aggregate, local_scores, selective_scan
+from backbonezoo.layers import ChannelAffine, opaque_to_tracing
 
 __all__ = ['A2Mamba', 'checkpoint_filter_fn']
 
 _LayerNorm2d = partial(LayerNorm2d, eps=1e-6)
 
 
+@opaque_to_tracing  # a Python function of the map size
 def _dilation_for(size: tuple[int, int], window: tuple[int, int]) -> tuple[int, int]:
     """Dilation of the second head half: ``min(size // window, window)`` per axis (the official rule)."""
-    return tuple(min(s // w, w) for s, w in zip(size, window))
+    return min(size[0] // window[0], window[0]), min(size[1] // window[1], window[1])
 
 
-class ChannelAffine(nn.Module):
-    """Per-channel ``x * weight + bias`` on NCHW (the official LayerScale, a depthwise 1x1 conv with bias)."""
+# The kernels dispatch in Python: scripted / fx-traced models call them through these opaque wrappers.
+@opaque_to_tracing
+def neighborhood_scores(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    window: tuple[int, int],
+    dilation: tuple[int, int],
+    bias: torch.Tensor,
+    backend: str | None,
+) -> torch.Tensor:
+    """:func:`backbonezoo.kernels.local_scores` with NATTEN's shifted borders."""
+    return local_scores(q, k, window, dilation=dilation, bias=bias, backend=backend)
 
-    def __init__(self, dim: int, init_value: float = 1.0, device=None, dtype=None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.full((dim,), float(init_value), device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
+@opaque_to_tracing
+def neighborhood_aggregate(
+    attn: torch.Tensor, v: torch.Tensor, window: tuple[int, int], dilation: tuple[int, int], backend: str | None
+) -> torch.Tensor:
+    """:func:`backbonezoo.kernels.local_aggregate` with NATTEN's shifted borders."""
+    return local_aggregate(attn, v, window, dilation=dilation, backend=backend)
+
+
+@opaque_to_tracing
+def scan_hidden_states(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    delta_bias: torch.Tensor,
+    backend: str | None,
+) -> torch.Tensor:
+    """:func:`backbonezoo.kernels.selective_scan` in state mode: every hidden state, ``(B, C, d_state, L)`` float32."""
+    if u.is_meta:  # shape-only forward (timm builds models on the meta device): the scan's autocast guard rejects it
+        shape = (u.shape[0], u.shape[1], A.shape[1], u.shape[2])
+        return u.new_empty(shape, dtype=torch.promote_types(u.dtype, torch.float32))
+    return selective_scan(u, delta, A, B, delta_bias=delta_bias, delta_softplus=True, backend=backend)
+
+
+@opaque_to_tracing  # size-dependent branch
+def resize_global_bias(bias: torch.Tensor, length: int) -> torch.Tensor:
+    """The stage-4 ``(1, heads, N, N)`` bias for ``length`` tokens: resized as an image, the official way."""
+    if bias.shape[-1] == length:
+        return bias
+    return F.interpolate(bias, size=(length, length), mode='bicubic', align_corners=False)
 
 
 class RotaryEmbedding2d(nn.Module):
@@ -141,30 +184,26 @@ class A2SSM(nn.Module):
         x_dbl = torch.matmul(self.x_proj_weight, u)
         dts, b_ssm, c_ssm = torch.split(x_dbl, [self.dt_rank, 1, 1], dim=1)
         dts = torch.matmul(self.dt_projs_weight, dts)
-        states = selective_scan(
-            u,
-            dts,
-            -torch.exp(self.A_logs.float()),
-            b_ssm,
-            delta_bias=self.dt_projs_bias.float(),
-            delta_softplus=True,
-            backend=self.scan_backend,
-        )  # (B, C, 1, L) float32
+        # The official model runs the SSM readout in float32, also under autocast; here in the parameters' dtype
+        # (float32 unless the model itself was converted, e.g. to bfloat16: then the scan's states are cast to it).
+        dtype = self.Ds.dtype
+        states = scan_hidden_states(
+            u, dts, -torch.exp(self.A_logs.float()), b_ssm, self.dt_projs_bias.float(), self.scan_backend
+        ).to(dtype)  # (B, C, 1, L)
         # Channels are (head half, head, head_dim) like q / k / v; aggregate each half with its attention map.
         half, head_dim = self.num_heads // 2, dim // self.num_heads
         states = states.view(batch, 2, half, head_dim, height, width).permute(1, 0, 2, 4, 5, 3)
         # The first half aggregates with dilation 1 whatever its attention used (the official code hard-codes it).
-        states1 = local_aggregate(attn1.to(states.dtype), states[0], window_size, backend=self.kernel_backend)
-        states2 = local_aggregate(
-            attn2.to(states.dtype), states[1], window_size, dilation=dilation, backend=self.kernel_backend
-        )
+        states1 = neighborhood_aggregate(attn1.to(states.dtype), states[0], window_size, (1, 1), self.kernel_backend)
+        states2 = neighborhood_aggregate(attn2.to(states.dtype), states[1], window_size, dilation, self.kernel_backend)
         states = torch.cat([states1, states2], dim=1).permute(0, 1, 4, 2, 3)
         states = self.state_fusion(states.reshape(batch, self.num_heads, head_dim, length)).flatten(1, 2)
-        with torch.autocast(x.device.type, enabled=False):  # the official model keeps this product in float32
-            out = states.float() * c_ssm.float() + u.float() * self.Ds.float()[:, None]
+        # autocast leaves elementwise ops in their input dtype
+        out = states.to(dtype) * c_ssm.to(dtype) + u.to(dtype) * self.Ds[:, None]
         return out.view(batch, dim, height, width)
 
 
+@register_notrace_module  # float32 regions under autocast and size-dependent kernel arguments: a leaf for torch.fx
 class MASS(nn.Module):
     """Multi-scale attention-augmented SSM token mixer (the official ``Attention`` class)."""
 
@@ -203,17 +242,13 @@ class MASS(nn.Module):
         # One relative-position table for both head halves (the official rpb.0 / rpb.1 are the same Parameter).
         wh, ww = self.window_size
         self.rpb = nn.Parameter(torch.zeros(num_heads // 2, 2 * wh - 1, 2 * ww - 1, **dd))
+        # the branch a mixer does not use is None, so TorchScript compiles it out
+        self.global_rpb = self.ssm = None
         if global_mode:
             tokens = self.global_size[0] * self.global_size[1]
             self.global_rpb = nn.Parameter(torch.zeros(1, num_heads, tokens, tokens, **dd))
         else:
             self.ssm = A2SSM(dim, num_heads, kernel_backend=kernel_backend, scan_backend=scan_backend, **dd)
-
-    def _global_bias(self, length: int) -> torch.Tensor:
-        if self.global_rpb.shape[-1] == length:
-            return self.global_rpb
-        # Official behaviour at other input sizes: resize the (N, N) table as an image.
-        return F.interpolate(self.global_rpb, size=(length, length), mode='bicubic', align_corners=False)
 
     def forward(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
         batch, dim, height, width = x.shape
@@ -232,30 +267,36 @@ class MASS(nn.Module):
         k1, k2 = k[:, :half], k[:, half:]
         v1, v2 = v[:, :half], v[:, half:]
         backend = self.kernel_backend
-        attn1 = local_scores(q1, k1, window, dilation=self.window_dilation, bias=rpb, backend=backend).softmax(-1)
-        v1 = local_aggregate(attn1, v1, window, dilation=self.window_dilation, backend=backend)
-        attn2 = local_scores(q2, k2, window, dilation=dilation, bias=rpb, backend=backend).softmax(-1)
-        v2 = local_aggregate(attn2, v1 + v2, window, dilation=dilation, backend=backend)  # cascade: sees v1'
+        attn1 = neighborhood_scores(q1, k1, window, self.window_dilation, rpb, backend).softmax(-1)
+        v1 = neighborhood_aggregate(attn1, v1, window, self.window_dilation, backend)
+        attn2 = neighborhood_scores(q2, k2, window, dilation, rpb, backend).softmax(-1)
+        v2 = neighborhood_aggregate(attn2, v1 + v2, window, dilation, backend)  # cascade: sees v1'
         y = torch.cat([v1, v2], dim=1)  # (B, heads, H, W, head_dim)
 
-        if self.global_mode:
+        if self.global_rpb is not None:
             # Global attention over all tokens, the NA output as values, plus the learned (resized) bias.
             length = height * width
             y = F.scaled_dot_product_attention(
                 q.reshape(batch, self.num_heads, length, self.head_dim),
                 k.reshape(batch, self.num_heads, length, self.head_dim),
                 y.reshape(batch, self.num_heads, length, self.head_dim),
-                attn_mask=self._global_bias(length).to(q.dtype),
+                attn_mask=resize_global_bias(self.global_rpb, length).to(q.dtype),
                 scale=1.0,  # q is already scaled
             )
             y = y.transpose(-1, -2).reshape(batch, dim, height, width)
-        else:
+        elif self.ssm is not None:
             y = y.permute(0, 1, 4, 2, 3).reshape(batch, dim, height, width)
             y = self.ssm(y, attn1, attn2, window, dilation)
 
         y = self.norm(y) + lepe
-        with torch.autocast(x.device.type, enabled=False):  # the official gate / projection run in float32
-            return self.proj(y.float() * gate.float())
+        # The official gate product and projection run in float32 also under autocast (the parameters' dtype here,
+        # float32 unless the model itself was converted). TorchScript's autocast needs a constant device (scripted
+        # models run as cast); the meta device has no autocast.
+        dtype = self.rpb.dtype
+        if torch.jit.is_scripting() or x.is_meta:
+            return self.proj(y.to(dtype) * gate.to(dtype))
+        with torch.autocast(x.device.type, enabled=False):
+            return self.proj(y.to(dtype) * gate.to(dtype))
 
 
 class ConvMlp(nn.Module):
@@ -409,6 +450,22 @@ def _min_input_size(window_sizes: tuple[int, ...]) -> int:
         size += 1
 
 
+@opaque_to_tracing  # inspects sizes and dtype, formats errors
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, window_size: list[int]) -> None:
+    """Raise a named error unless ``x`` is a floating point (B, in_chans, H, W) batch with H, W >= ``min_size``."""
+    if not x.is_floating_point():
+        raise TypeError(f'A2Mamba: expected a floating point image tensor, got dtype {x.dtype}')
+    if x.dim() != 4:
+        raise ValueError(f'A2Mamba: expected a 4-D input (B, {in_chans}, H, W), got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'A2Mamba: expected {in_chans} input channels, got {x.shape[1]} ({tuple(x.shape)})')
+    if min(x.shape[2:]) < min_size:
+        raise ValueError(
+            f'A2Mamba: input size {tuple(x.shape[2:])} is too small; expected at least {min_size} px '
+            f'per side (each stage map must hold its window, window_size={window_size}, strides 4-32)'
+        )
+
+
 class A2Mamba(nn.Module):
     """A2Mamba classification model with timm's API (see the module docstring).
 
@@ -537,22 +594,14 @@ class A2Mamba(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
+        dd = get_device_dtype(self, device=device, dtype=dtype)  # the model's, also once the head has no parameters
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, pool_type=global_pool, **dd)
+        self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if not x.is_floating_point():
-            raise TypeError(f'A2Mamba: expected a floating point image tensor, got dtype {x.dtype}')
-        if x.dim() != 4:
-            raise ValueError(f'A2Mamba: expected a 4-D input (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'A2Mamba: expected {self.in_chans} input channels, got {x.shape[1]} ({tuple(x.shape)})')
-        if min(x.shape[2:]) < self.min_input_size:
-            raise ValueError(
-                f'A2Mamba: input size {tuple(x.shape[2:])} is too small; expected at least {self.min_input_size} px '
-                f'per side (each stage map must hold its window, window_size={self.window_size}, strides 4-32)'
-            )
+        check_input(x, self.in_chans, self.min_input_size, list(self.window_size))
 
     def forward_intermediates(
         self,

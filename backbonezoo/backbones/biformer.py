@@ -21,8 +21,6 @@ Official quirks kept: routing-stage softmax scale ``qk_dim ** -0.5`` (full width
 8 heads and no qkv bias, the pre-block depthwise positional conv has padding 1 whatever its kernel.
 """
 
-from __future__ import annotations
-
 import re
 from collections import OrderedDict
 from typing import Any
@@ -31,11 +29,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, get_device_dtype, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, Mlp, get_device_dtype, register_notrace_module, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import routing_attention
+from backbonezoo.layers import opaque_to_tracing
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
 
@@ -48,6 +47,26 @@ def _to_nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+@opaque_to_tracing  # dispatches in Python (backbonezoo.kernels)
+def bi_level_routing(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_regions: int | None,
+    topk: int,
+    region_size: tuple[int, int] | None,
+    scale: float,
+    routing_scale: float | None,
+) -> torch.Tensor:
+    """:func:`backbonezoo.kernels.routing_attention` on ``(B, heads, H, W, d)`` maps (one region grid argument)."""
+    if q.is_meta:  # shape-only forward (timm builds models on the meta device): routing needs values, the shape not
+        return torch.empty_like(v)
+    return routing_attention(
+        q, k, v, num_regions, topk, region_size=region_size, scale=scale, routing_scale=routing_scale
+    )
+
+
+@register_notrace_module  # pads on size-dependent branches: a leaf for torch.fx
 class BiLevelRoutingAttention(nn.Module):
     """Bi-level routing attention on NHWC maps (official key names: ``qkv`` / ``wo`` -> ``qkv`` / ``proj``)."""
 
@@ -89,6 +108,9 @@ class BiLevelRoutingAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, height, width, _ = x.shape
         n = self.n_win
+        num_regions: int | None = None
+        region_size: tuple[int, int] | None = None
+        routing_scale: float | None = None
         if self.routing_pad == 'bias':
             pad_b, pad_r = (-height) % n, (-width) % n
             if pad_b or pad_r:
@@ -99,23 +121,23 @@ class BiLevelRoutingAttention(nn.Module):
                         f'or use inputs that are multiples of {16 * n}'
                     )
                 x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))  # before the projection: padded tokens carry the bias
-            num_regions, region_size, routing_scale = n, None, None
+            num_regions = n
         else:
             if height < n or width < n:
                 raise ValueError(
                     f'BiFormer routing attention with n_win={n} needs map sides >= {n}, got {height}x{width}'
                 )
-            num_regions, region_size, routing_scale = None, (height // n, width // n), 1.0
+            region_size, routing_scale = (height // n, width // n), 1.0
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        out = routing_attention(
+        out = bi_level_routing(
             self._heads(q),
             self._heads(k),
             self._heads(v),
             num_regions,
             self.topk,
-            region_size=region_size,
-            scale=self.scale,
-            routing_scale=routing_scale,
+            region_size,
+            self.scale,
+            routing_scale,
         )
         out = out.permute(0, 2, 3, 1, 4).flatten(3)
         out = out + _to_nhwc(self.lepe(_to_nchw(v)))
@@ -249,6 +271,20 @@ class BiFormerStage(nn.Module):
         return _to_nchw(x)
 
 
+@opaque_to_tracing  # inspects sizes, formats errors
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, n_win: int) -> None:
+    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch with H, W >= ``min_size``."""
+    if x.dim() != 4:
+        raise ValueError(f'BiFormer expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'BiFormer expects {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+    if min(x.shape[-2:]) < min_size:
+        raise ValueError(
+            f'BiFormer with n_win={n_win} needs inputs of at least {min_size}x{min_size}, '
+            f'got {x.shape[-2]}x{x.shape[-1]}'
+        )
+
+
 class BiFormer(nn.Module):
     """BiFormer (T / S / B: conv stem, ``stem_type='conv'``; STL: patch stem, ``stem_type='patch'``)."""
 
@@ -375,17 +411,7 @@ class BiFormer(nn.Module):
         return 16 * self.n_win if any(self.topks[:3]) else 32
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f'BiFormer expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f'BiFormer expects {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})'
-            )
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(
-                f'BiFormer with n_win={self.n_win} needs inputs of at least {self.min_input_size}x'
-                f'{self.min_input_size}, got {x.shape[-2]}x{x.shape[-1]}'
-            )
+        check_input(x, self.in_chans, self.min_input_size, self.n_win)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

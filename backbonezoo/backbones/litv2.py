@@ -18,8 +18,6 @@ after (padded keys / values are the projection biases, as in the official code),
 Tensors inside the stages are NHWC; ``forward_features`` and the intermediates are NCHW.
 """
 
-from __future__ import annotations
-
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -34,7 +32,6 @@ from timm.layers import (
     DropPath,
     calculate_drop_path_rates,
     get_device_dtype,
-    register_notrace_function,
     register_notrace_module,
     to_2tuple,
     trunc_normal_,
@@ -44,6 +41,7 @@ from timm.models._features import feature_take_indices
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 from backbonezoo.kernels import local_attention
+from backbonezoo.layers import opaque_to_tracing
 
 __all__ = ['LITv2', 'HiLoAttention', 'DeformableTokenMerging', 'checkpoint_filter_fn']
 
@@ -107,6 +105,14 @@ class ConvMlp(nn.Module):
         return self.drop2(self.fc2(x))
 
 
+@opaque_to_tracing  # dispatches in Python (backbonezoo.kernels)
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_size: int, scale: float, backend: str | None
+) -> torch.Tensor:
+    """Attention inside non-overlapping ``window_size`` windows, (B, heads, H, W, head_dim) in and out."""
+    return local_attention(q, k, v, window_size, stride=window_size, border='zero', scale=scale, backend=backend)
+
+
 @register_notrace_module  # branches on the map size (padding): a leaf for torch.fx
 class HiLoAttention(nn.Module):
     """HiLo attention on an NHWC map.
@@ -144,6 +150,8 @@ class HiLoAttention(nn.Module):
         self.lofi_heads = num_heads if window_size == 1 else int(num_heads * alpha)
         self.hifi_heads = num_heads - self.lofi_heads
         lofi_dim, hifi_dim = self.lofi_heads * self.head_dim, self.hifi_heads * self.head_dim
+        # a branch without heads has None projections: TorchScript then compiles its code out
+        self.l_q = self.l_kv = self.l_proj = self.h_qkv = self.h_proj = None
         if self.lofi_heads:
             self.l_q = nn.Linear(dim, lofi_dim, bias=qkv_bias, **dd)
             self.l_kv = nn.Linear(dim, 2 * lofi_dim, bias=qkv_bias, **dd)
@@ -156,8 +164,7 @@ class HiLoAttention(nn.Module):
         B, H, W, _ = x.shape
         qkv = self.h_qkv(x).view(B, H, W, 3, self.hifi_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         q, k, v = qkv.unbind(0)
-        ws = self.window_size
-        x = local_attention(q, k, v, ws, stride=ws, border='zero', scale=self.scale, backend=self.kernel_backend)
+        x = window_attention(q, k, v, self.window_size, self.scale, self.kernel_backend)
         return self.h_proj(x.permute(0, 2, 3, 1, 4).reshape(B, H, W, -1))
 
     def _lofi(self, x: torch.Tensor, x_padded: torch.Tensor) -> torch.Tensor:
@@ -179,9 +186,9 @@ class HiLoAttention(nn.Module):
         needs_pad = torch.compiler.is_compiling() or pad_h or pad_w  # no branch on symbolic sizes when traced
         x_padded = F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if needs_pad else x
         outs = []
-        if self.hifi_heads:
+        if self.h_qkv is not None:
             outs.append(self._hifi(x_padded)[:, :H, :W])
-        if self.lofi_heads:
+        if self.l_q is not None:
             outs.append(self._lofi(x, x_padded))
         return torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
 
@@ -310,7 +317,7 @@ class LITv2Stage(nn.Module):
         return self.blocks(x)
 
 
-@register_notrace_function  # inspects sizes and dtype: opaque to torch.fx
+@opaque_to_tracing  # inspects sizes and dtype, formats errors
 def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
     """Raise a named error unless ``x`` is a floating-point (B, in_chans, H, W) batch with H, W >= ``min_size``."""
     if x.ndim != 4:

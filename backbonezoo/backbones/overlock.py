@@ -21,8 +21,6 @@ counts describe; ``deploy=False`` builds the training form (dilated branches wit
 and reparameterised files into either form it can (a training-form file is fused on the fly for a deploy model).
 """
 
-from __future__ import annotations
-
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,15 +30,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, SelectAdaptivePool2d, SEModule, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    SelectAdaptivePool2d,
+    SEModule,
+    get_device_dtype,
+    register_notrace_module,
+    trunc_normal_,
+)
 from timm.layers.grn import GlobalResponseNorm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from backbonezoo.kernels import local_aggregate, local_scores
+from backbonezoo.layers import ChannelAffine, opaque_to_tracing
 
 __all__ = ['OverLoCK', 'checkpoint_filter_fn']
+
 
 # Parallel (kernel size, dilation) branches of UniRepLKNet's DilatedReparamBlock per large-kernel size (official
 # defaults); they fold into one dense kernel of the block's size.
@@ -127,19 +136,7 @@ class ResidualConvDw(nn.Conv2d):
         super().__init__(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + super().forward(x)
-
-
-class ChannelScale(nn.Module):
-    """Per-channel scale and shift (the official LayerScale, which is a depthwise 1x1 conv with bias)."""
-
-    def __init__(self, dim: int, init_value: float = 1.0, device=None, dtype=None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.full((dim,), float(init_value), device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(dim, device=device, dtype=dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias.view(1, -1, 1, 1), x, self.weight.view(1, -1, 1, 1))
+        return x + self._conv_forward(x, self.weight, self.bias)  # not super().forward: TorchScript has no super()
 
 
 class DilatedReparamBlock(nn.Module):
@@ -227,7 +224,7 @@ class RepConvBlock(nn.Module):
         self.mlp = GrnMlp(dim, int(dim * mlp_ratio), **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         # the official res_scale form: the layer scale sits on the shortcut, not on the branch
-        self.ls = ChannelScale(dim, ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
+        self.ls = ChannelAffine(dim, ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_dw(x)
@@ -235,6 +232,24 @@ class RepConvBlock(nn.Module):
         return self.ls(x) + self.drop_path(branch)
 
 
+# The kernels dispatch in Python: scripted / fx-traced models call them through these opaque wrappers.
+@opaque_to_tracing
+def neighborhood_bias(
+    table: torch.Tensor, height: int, width: int, kernel_size: int, backend: str | None
+) -> torch.Tensor:
+    """A ``(groups, 2k-1, 2k-1)`` relative-position table expanded per query with the operator's own (NATTEN) bias
+    indexing, ``(1, groups, H, W, k*k)``: the scores of zero queries and keys are exactly the bias."""
+    zeros = table.new_zeros(1, table.shape[0], height, width, 1)
+    return local_scores(zeros, zeros, kernel_size, bias=table, scale=1.0, backend=backend)
+
+
+@opaque_to_tracing
+def neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kernel_size: int, backend: str | None) -> torch.Tensor:
+    """:func:`backbonezoo.kernels.local_aggregate` with NATTEN's shifted borders."""
+    return local_aggregate(attn, v, kernel_size, backend=backend)
+
+
+@register_notrace_module  # the small-map rule branches on the map size: a leaf for torch.fx
 class ContMixBlock(nn.Module):
     """Focus-Net block: ContMix dynamic convolution on (features, context) followed by a GRN MLP.
 
@@ -267,12 +282,13 @@ class ContMixBlock(nn.Module):
         self.dim, self.ctx_dim = dim, ctx_dim
         self.kernel_size, self.small_kernel_size = kernel_size, small_kernel_size
         self.scale = (dim // self.num_groups) ** -0.5
+        self.context_pool_size = CONTEXT_POOL_SIZE  # an attribute: TorchScript cannot read module globals
         self.kernel_backend = kernel_backend
         out_dim = dim + ctx_dim
 
         if inject_context:
-            self.ctx_scale = ChannelScale(ctx_dim, 1.0, **dd)
-            self.overview_scale = ChannelScale(ctx_dim, 1.0, **dd)
+            self.ctx_scale = ChannelAffine(ctx_dim, 1.0, **dd)
+            self.overview_scale = ChannelAffine(ctx_dim, 1.0, **dd)
         else:
             self.ctx_scale = self.overview_scale = None
         self.conv_dw1 = ResidualConvDw(out_dim, 3, **dd)
@@ -307,15 +323,9 @@ class ContMixBlock(nn.Module):
         self.conv_dw2 = ResidualConvDw(out_dim, 3, **dd)
         self.norm2 = LayerNorm2d(out_dim, eps=1e-6, **dd)
         self.mlp = GrnMlp(out_dim, int(dim * mlp_ratio), **dd)
-        self.ls1 = ChannelScale(out_dim, ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
-        self.ls2 = ChannelScale(out_dim, ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
+        self.ls1 = ChannelAffine(out_dim, ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
+        self.ls2 = ChannelAffine(out_dim, ls_init_value, **dd) if ls_init_value is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def _neighbourhood_bias(self, table: torch.Tensor, height: int, width: int, kernel_size: int) -> torch.Tensor:
-        # The relative-position table expanded per query with the operator's own (NATTEN) bias indexing: the
-        # scores of zero queries and keys are exactly the bias. (1, groups, H, W, k*k)
-        zeros = table.new_zeros(1, table.shape[0], height, width, 1)
-        return local_scores(zeros, zeros, kernel_size, bias=table, scale=1.0, backend=self.kernel_backend)
 
     def _contmix(self, x: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
         """Dynamic kernels from (normalised features + context) ``xf`` applied to the features ``x``."""
@@ -331,20 +341,22 @@ class ContMixBlock(nn.Module):
             height, width = size
         groups, small, large = self.num_groups, self.small_kernel_size, self.kernel_size
         query = self.query(xf[:, : self.dim]) * self.scale
-        key = self.key(F.adaptive_avg_pool2d(xf[:, self.dim :], CONTEXT_POOL_SIZE))
+        pool = self.context_pool_size
+        key = self.key(F.adaptive_avg_pool2d(xf[:, self.dim :], pool))
         query = query.reshape(batch, groups, -1, height * width).transpose(-1, -2)  # (B, G, HW, c)
-        key = key.reshape(batch, groups, -1, CONTEXT_POOL_SIZE**2)  # (B, G, c, 49)
+        key = key.reshape(batch, groups, -1, pool * pool)  # (B, G, c, 49)
         # (q . k_l) then the 49 -> taps projection, reassociated: q . (sum_l k_l W[t, l]) costs c*T, not 49*(c+T)
         tap_keys = torch.matmul(key, self.kernel_proj.weight.t())  # (B, G, c, T)
         logits = torch.matmul(query, tap_keys) + self.kernel_proj.bias  # (B, G, HW, T)
         logits = logits.reshape(batch, groups, height, width, -1)
         logits_small, logits_large = logits.split([small * small, large * large], dim=-1)
-        attn_small = (logits_small + self._neighbourhood_bias(self.rpb_small, height, width, small)).softmax(-1)
-        attn_large = (logits_large + self._neighbourhood_bias(self.rpb_large, height, width, large)).softmax(-1)
+        backend = self.kernel_backend
+        attn_small = (logits_small + neighborhood_bias(self.rpb_small, height, width, small, backend)).softmax(-1)
+        attn_large = (logits_large + neighborhood_bias(self.rpb_large, height, width, large, backend)).softmax(-1)
         # values: channels split as (small/large half, group, c)
         value = x.reshape(batch, 2, groups, -1, height, width).permute(1, 0, 2, 4, 5, 3)
-        out_small = local_aggregate(attn_small, value[0], small, backend=self.kernel_backend)
-        out_large = local_aggregate(attn_large, value[1], large, backend=self.kernel_backend)
+        out_small = neighborhood_aggregate(attn_small, value[0], small, backend)
+        out_large = neighborhood_aggregate(attn_large, value[1], large, backend)
         out = torch.cat([out_small, out_large], dim=1)  # (B, 2G, H, W, c)
         out = out.permute(0, 1, 4, 2, 3).reshape(batch, -1, height, width)
         if (height, width) != in_size:
@@ -419,6 +431,22 @@ class FocusStage(nn.Module):
             else:
                 x = block(x, overview)
         return x
+
+
+@opaque_to_tracing  # inspects sizes and dtypes, formats errors
+def check_input(x: torch.Tensor, in_chans: int, stem_weight: torch.Tensor) -> None:
+    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's dtype with H, W large enough."""
+    if x.ndim != 4:
+        raise ValueError(f'x: expected a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}')
+    if x.shape[1] != in_chans:
+        raise ValueError(f'x: expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
+    if x.dtype != stem_weight.dtype and stem_weight.device.type != 'meta':
+        raise TypeError(f'x: dtype {x.dtype} differs from the model dtype {stem_weight.dtype}; cast one to the other')
+    if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+        raise ValueError(
+            f'x: height and width must be at least {MIN_INPUT_SIZE} (stride-32 maps need >= 1 pixel), '
+            f'got {tuple(x.shape[-2:])}'
+        )
 
 
 class OverLoCK(nn.Module):
@@ -606,9 +634,14 @@ class OverLoCK(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
+        dd = get_device_dtype(self, device=device, dtype=dtype)  # the model's, also once the head has no parameters
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, pool_type=global_pool, **dd)
+        if self.aux_head is not None:  # the deep-supervision classifier predicts the same classes
+            in_features = self.embed_dims[3]
+            self.aux_head.fc = nn.Linear(in_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.train(self.training)
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -619,18 +652,7 @@ class OverLoCK(nn.Module):
         self.deploy = True
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f'x: expected a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f'x: expected {self.in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
-        weight = self.stem[0].weight
-        if x.dtype != weight.dtype and weight.device.type != 'meta':
-            raise TypeError(f'x: dtype {x.dtype} differs from the model dtype {weight.dtype}; cast one to the other')
-        if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-            raise ValueError(
-                f'x: height and width must be at least {MIN_INPUT_SIZE} (stride-32 maps need >= 1 pixel), '
-                f'got {tuple(x.shape[-2:])}'
-            )
+        check_input(x, self.in_chans, self.stem[0].weight)
 
     def _forward_focus_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Base-Net stage 3 and the Overview-Net: returns (stage-3 features with the upsampled context appended,
@@ -703,13 +725,18 @@ class OverLoCK(nn.Module):
             self.num_classes = 0
         return take_indices
 
-    def _forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(features, Overview-Net output); a model pruned below the Focus-Net has no Overview-Net output."""
         self._check_input(x)
         x = self.stem(x)
+        if len(self.focus_stages) == 0:  # pruned to Base-Net stage 1 or 2
+            for stage in self.stages:
+                x = stage(x)
+            return self.conv_head(x), None
         x = self.stages[1](self.stages[0](x))
         x, context_up, context, overview = self._forward_focus_input(x)
-        x = self.focus_stages[0](x, context_up)
-        x = self.focus_stages[1](x, context)
+        for i, stage in enumerate(self.focus_stages):
+            x = stage(x, context_up if i == 0 else context)
         return self.conv_head(x), overview
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -721,7 +748,7 @@ class OverLoCK(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x, overview = self._forward_all(x)
         x = self.forward_head(x)
-        if self.aux_head is not None and self.training:
+        if self.aux_head is not None and self.training and overview is not None:
             return x, self.aux_head(overview)
         return x
 

@@ -1,1 +1,22 @@
-"""Small shared building blocks that timm.layers does not already have."""
+"""Small shared building blocks that timm.layers does not already have.
+
+- ``ChannelAffine``: a learned per-channel scale (A2Mamba, OverLoCK).
+- ``opaque_to_tracing``: marks a kernel-calling function as one opaque call for TorchScript and timm's fx tracer.
+- ``dense_attention``: all-pairs attention, SDPA or (``BACKBONEZOO_KERNEL_BACKEND=reference``) the materialising math.
+- ``bn_fold``: eval-time BN folding and the state-dict (un)fusing of BN-fused official checkpoints.
+"""
+
+from .attention import dense_attention
+from .bn_fold import cached_fold, fold_batchnorm, merge_distillation_head, unfuse_conv_bn
+from .scale import ChannelAffine
+from .tracing import opaque_to_tracing
+
+__all__ = [
+    'ChannelAffine',
+    'cached_fold',
+    'dense_attention',
+    'fold_batchnorm',
+    'merge_distillation_head',
+    'opaque_to_tracing',
+    'unfuse_conv_bn',
+]

@@ -11,7 +11,6 @@ import pkgutil
 from dataclasses import dataclass, field
 
 __all__ = [
-    'ONNX_FIXED_SIZE_REASON',
     'Family',
     'Variant',
     'families',
@@ -79,21 +78,17 @@ class Family:
         return [v.name for v in self.variants]
 
 
-ONNX_FIXED_SIZE_REASON = (
-    'the fast local-attention path builds its index tables per input size in Python, so exported graphs are '
-    'fixed-size (dynamic H/W export: not done yet)'
-)
-
 # timm test_models.py functions a family does not pass yet, by kind, with the reason printed when they are deselected.
 _CONFORMANCE_GAPS = {
     'torchscript': (
         ('test_model_forward_torchscript', 'test_model_forward_fx_torchscript'),
-        'TorchScript cannot compile the Python-dispatched backbonezoo.kernels operators '
-        '(torch.jit.script is deprecated in torch 2.x)',
+        'TorchScript cannot compile a Python-dispatched backbonezoo.kernels call or a size-dependent branch in the '
+        'model (route them through backbonezoo.layers.opaque_to_tracing; not done yet)',
     ),
     'fx': (
         ('test_model_forward_fx', 'test_model_backward_fx'),
-        'torch.fx symbolic tracing meets a size-dependent branch in the model (needs notrace helpers; not done yet)',
+        'torch.fx symbolic tracing meets a size-dependent branch in the model (needs opaque_to_tracing functions or '
+        'register_notrace_module leaves; not done yet)',
     ),
     'default_cfgs': (
         ('test_model_default_cfgs',),

@@ -1,6 +1,6 @@
 """BiFormer: vision transformer with bi-level routing attention (CVPR 2023)."""
 
-from . import Family, Variant, known_conformance_failures
+from . import Family, Variant
 
 _ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
 
@@ -74,7 +74,6 @@ FAMILY = Family(
         'tokens of those regions only. Stage 4 uses global attention with a depthwise LePE branch.'
     ),
     extra={
-        'timm_conformance_known_failures': known_conformance_failures('torchscript', 'fx', 'default_cfgs'),
         'flops_counter': 'fvcore (one fused multiply-add = one flop; gather, topk and softmax not counted)',
         'eval_transform': 'Resize(256/224 * size, bicubic) + CenterCrop(size), ImageNet mean/std',
     },

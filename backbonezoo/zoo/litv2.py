@@ -1,6 +1,6 @@
 """LITv2 (HiLo attention): metadata. Numbers are the paper's (GMACs, top-1) and the official code's (params)."""
 
-from . import ONNX_FIXED_SIZE_REASON, Family, Variant, known_conformance_failures
+from . import Family, Variant
 
 _RELEASES = 'https://github.com/ziplab/LITv2/releases/download/v1.0'
 
@@ -45,9 +45,6 @@ FAMILY = Family(
         'There is no position embedding; a 3x3 depthwise convolution in every FFN carries position.'
     ),
     extra={
-        'onnx_dynamic_hw': False,
-        'onnx_dynamic_hw_reason': ONNX_FIXED_SIZE_REASON,
-        'timm_conformance_known_failures': known_conformance_failures('torchscript'),
         'flops_convention': 'multiply-accumulates, batch 1, deformable convolutions counted as dense 2x2 convs '
         '(the paper counts them the same way)',
         'offset_lr_multiplier': 0.01,

@@ -13,4 +13,5 @@ from . import (
     patnet,  # noqa: F401
     shvit,  # noqa: F401
     sret,  # noqa: F401
+    tic,  # noqa: F401
 )

@@ -31,8 +31,8 @@ from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from ...backbones.overlock import ChannelScale
 from ...checkpoint import CheckpointMismatchError, unwrap_state_dict
+from ...layers import ChannelAffine
 from ..backbone import ZooBackbone, read_checkpoint, register_backbone
 from ..classification import ZooClassifier
 
@@ -69,7 +69,7 @@ class OverLoCK(ZooBackbone):
                 OrderedDict(
                     norm=LayerNorm2d(overview_chs, eps=1e-6),
                     conv=nn.Conv2d(overview_chs, out_chs, 1),
-                    scale=ChannelScale(out_chs, 1e-5),
+                    scale=ChannelAffine(out_chs, 1e-5),
                 )
             )
             nn.init.trunc_normal_(self.overview_proj.conv.weight, std=0.02)

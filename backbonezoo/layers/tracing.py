@@ -1,0 +1,27 @@
+"""Marking functions that graph capturers (TorchScript, torch.fx) must leave as one opaque call."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from timm.layers import register_notrace_function
+
+__all__ = ['opaque_to_tracing']
+
+_F = TypeVar('_F', bound=Callable)
+
+
+def opaque_to_tracing(fn: _F) -> _F:
+    """Make ``fn`` one call in captured graphs: ``torch.jit.script`` keeps it in Python (``torch.jit.ignore``) and
+    timm's torch.fx tracer records it as a leaf (``register_notrace_function``), so its body may dispatch on devices
+    and sizes (``backbonezoo.kernels``) or format errors. Eager calls are the plain function.
+
+    The annotations are resolved first: TorchScript reads an ignored function's signature from its annotation objects,
+    which ``from __future__ import annotations`` leaves as strings it cannot parse. Every argument must be annotated
+    with a type TorchScript knows.
+    """
+    fn.__annotations__ = typing.get_type_hints(fn)
+    return register_notrace_function(torch.jit.ignore(fn))

@@ -1,0 +1,16 @@
+# Mask R-CNN + TiC-Small FPN, COCO 1x. TiC ships no dense setup: this is our design (see the TiC model card), the
+# Swin-T Mask R-CNN 1x recipe: AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05 (none on norms), 12 epochs, steps
+# at 8 and 11, batch 16, drop path 0.3. No ImageNet weights exist: set init_cfg=dict(type='Pretrained',
+# checkpoint=...) to a tic_small classification checkpoint you trained (configs/classification/tic/), or train from
+# scratch.
+_base_ = ['../../_base_/mask_rcnn_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='TiC', arch='small', drop_path_rate=0.3),
+    neck=dict(in_channels=[96, 192, 384, 768]),
+)
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}),
+)

@@ -1,0 +1,16 @@
+# RetinaNet + TiC-Small FPN, COCO 1x. TiC ships no dense setup: this is our design (see the TiC model card), the
+# standard Swin-style RetinaNet 1x: FPN from stride 8 with extra convs on the input, AdamW lr 1e-4, weight decay 0.05
+# (none on norms), 12 epochs, steps at 8 and 11, batch 16, drop path 0.3. No ImageNet weights exist: set
+# init_cfg=dict(type='Pretrained', checkpoint=...) to a tic_small classification checkpoint you trained
+# (configs/classification/tic/), or train from scratch.
+_base_ = ['../../_base_/retinanet_1x_coco.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='TiC', arch='small', drop_path_rate=0.3),
+    neck=dict(in_channels=[96, 192, 384, 768], start_level=1, add_extra_convs='on_input'),
+)
+optim_wrapper = dict(
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.0)}),
+)

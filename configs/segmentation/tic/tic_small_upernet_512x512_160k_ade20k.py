@@ -1,0 +1,13 @@
+# UPerNet + TiC-Small, ADE20K 512x512, 160k iterations. TiC ships no dense setup: this is our design (see the TiC
+# model card), the Swin recipe: AdamW lr 6e-5, betas (0.9, 0.999), weight decay 0.01 (none on norms), poly decay
+# with 1500 linear warm-up iterations, 2 images per GPU on 8 GPUs, drop path 0.3. No ImageNet weights exist: set
+# init_cfg=dict(type='Pretrained', checkpoint=...) to a tic_small classification checkpoint you trained.
+_base_ = ['../../_base_/upernet_160k_ade20k.py']
+
+custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(_delete_=True, type='TiC', arch='small', drop_path_rate=0.3),
+    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
+    auxiliary_head=dict(in_channels=384, num_classes=150),
+)
+train_dataloader = dict(batch_size=2)

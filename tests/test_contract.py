@@ -214,9 +214,8 @@ def check_compiled_forward(name: str, monkeypatch, backend: str) -> None:
         torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
 
 
-# Compile and export take minutes per model on a 2-core CPU and are not yet green for every family: they run under
-# `make test-slow` (the families' own tests cover export where it is done).
-@pytest.mark.slow
+# Compile (aot_eager) and export take 15-60 s per model on 2 cores: the first variant of each family runs in
+# `make test`, the others and inductor (minutes of C++ build per model) under `make test-slow`.
 @pytest.mark.parametrize('name', MODELS)
 def test_torch_compile_forward(name, monkeypatch):
     """Dynamo graph capture and AOT tracing of the forward (inductor: the variant below)."""
@@ -229,13 +228,39 @@ def test_torch_compile_inductor_forward(name, monkeypatch):
     check_compiled_forward(name, monkeypatch, backend='inductor')
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('name', MODELS)
+def exportable(name: str, monkeypatch) -> torch.nn.Module:
+    """What a user exports: the zoo model, or for timm-owned families timm's model switched to the kernels.
+
+    timm's own EfficientViT-M and HaloNet fix their window / block geometry at build time, so their exported graphs
+    only run at the traced size; ``to_kernel_backed`` (same state dict, same outputs) is the documented way out.
+    """
+    model = build_deterministic(name, monkeypatch)
+    family = backbonezoo.family_of(name)
+    if family.timm_owned:
+        import importlib
+
+        convert = getattr(importlib.import_module(family.module), 'to_kernel_backed', None)
+        if convert is not None:
+            model = convert(model).eval()
+    return model
+
+
+def _onnx_params():
+    """First variants run in `make test`, unless the family declares that its export takes many minutes here."""
+    params = []
+    for param in MODELS:
+        name = param.values[0]
+        slow = name not in FIRST_VARIANTS or bool(name and backbonezoo.family_of(name).extra.get('onnx_export_slow'))
+        params.append(pytest.param(name, marks=pytest.mark.slow if slow else (), id=param.id))
+    return params
+
+
+@pytest.mark.parametrize('name', _onnx_params())
 def test_onnx_export_runs_in_onnxruntime(name, monkeypatch, tmp_path):
     """Dynamo ONNX export; dynamic height / width unless the family declares its architecture cannot have them."""
     ort = pytest.importorskip('onnxruntime')
     family = backbonezoo.family_of(name)
-    model = build_deterministic(name, monkeypatch)
+    model = exportable(name, monkeypatch)
     _, h, w = input_size(name)
     x = torch.randn(1, 3, h, w)
     dynamic = not family.fixed_size and family.extra.get('onnx_dynamic_hw', True)

@@ -95,7 +95,12 @@ def _toy_family(**extra) -> Family:
 
 
 def test_card_content():
-    family = _toy_family(mm_type='ToyNet', notes='toy notes', flops_note='counted with care')
+    family = _toy_family(
+        mm_type='ToyNet',
+        notes=['toy notes', 'second note'],
+        flops_note='counted with care',
+        timm_conformance_known_failures={'test_model_forward_fx': 'a size-dependent branch'},
+    )
     measurements = {
         'toy_small': {'params': 1_000_000, 'gmacs': 0.5123, 'gmacs_bn_folded': 0.5, 'img_size': [224, 224]},
     }
@@ -123,7 +128,8 @@ def test_card_content():
     assert 'python tools/convert_checkpoint.py /path/to/file.pth toy_small.safetensors --model toy_small' in card
     assert 'code MIT; weights CC-BY-4.0' in card
     assert '@article{toy2099, title={Toy}}' in card
-    assert '- toy notes' in card and '**flops_note**: counted with care' in card
+    assert '- toy notes\n- second note\n' in card and '- **Flops note**: counted with care' in card
+    assert '## timm conformance' in card and '| `test_model_forward_fx` | a size-dependent branch |' in card
     assert 'https://example.org/toy_s.pth' in card and 'not released' in card
     assert tool.render_card(family, {'toy_small'}, measurements, results) == card  # deterministic
 

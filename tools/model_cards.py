@@ -30,7 +30,7 @@ CARDS = REPO / 'model_cards'
 MEASUREMENTS = 'measurements.json'
 RESULTS = REPO / 'benchmarks' / 'results.csv'
 # Keys of Family.extra the card uses for something specific (the rest is listed under "Notes").
-_EXTRA_USED = ('mm_type', 'mm_arch', 'notes', 'timm_conformance_known_failures', 'benchmark_peers')
+_EXTRA_USED = ('mm_type', 'mm_arch', 'notes', 'variants_ours', 'timm_conformance_known_failures', 'benchmark_peers')
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -150,11 +150,15 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
     )
     lines += [f'- **Input sizes:** classification models run {size_rule}.', '']
 
+    # families rebuilt without a paper table (TiC) define their own variants: no number is "paper-reported"
+    ours = bool(family.extra.get('variants_ours'))
+    declared = "ours, not the paper's" if ours else 'paper-reported'
     lines += [
         '## Variants',
         '',
-        '| model | paper name | input | params (paper-reported) | params (measured) | GMACs (paper-reported) '
-        '| GMACs (measured) | GMACs, BN folded (measured) | top-1 % (paper-reported) |',
+        *(["Every configuration below is ours: the paper's variant tables were not available.", ''] if ours else []),
+        f'| model | {"name" if ours else "paper name"} | input | params ({declared}) | params (measured) '
+        f'| GMACs ({declared}) | GMACs (measured) | GMACs, BN folded (measured) | top-1 % ({declared}) |',
         '|---|---|---|---|---|---|---|---|---|',
     ]
     for v in family.variants:
@@ -174,8 +178,13 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         )
     lines += [
         '',
-        '"Paper-reported" columns are the authors\' figures as recorded in the family metadata (not re-measured: '
-        'top-1 in particular is not reproduced here). Measured params: `sum(p.numel())` of '
+        (
+            '"Ours" columns are backbonezoo\'s own configurations (no paper figures exist to compare with). '
+            if ours
+            else '"Paper-reported" columns are the authors\' figures as recorded in the family metadata (not '
+            're-measured: top-1 in particular is not reproduced here). '
+        )
+        + 'Measured params: `sum(p.numel())` of '
         '`timm.create_model(name)`. Measured GMACs: `backbonezoo.flops.count_flops` at the listed input, '
         f'convention: {CONVENTION}. In brackets: the deviation from the paper\'s figure. "BN folded" leaves '
         'BatchNorm out, as in a deploy model with BN folded into '

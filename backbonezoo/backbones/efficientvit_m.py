@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 class KernelLocalWindowAttention(nn.Module):
     """Cascaded group attention in local windows, on ``backbonezoo.kernels.local_attention``.
 
@@ -90,7 +94,9 @@ class KernelLocalWindowAttention(nn.Module):
         else:
             window = (ws, ws)
             pad_b, pad_r = (-H) % ws, (-W) % ws
-            if pad_b or pad_r:
+            # traced (torch.export / compile): no branch on symbolic sizes, which would specialise the graph to one
+            # size; a zero pad is a no-op
+            if _tracing() or pad_b or pad_r:
                 x = F.pad(x, (0, pad_r, 0, pad_b))
         ph, pw = x.shape[-2:]
         nh, nw = ph // window[0], pw // window[1]
@@ -102,7 +108,7 @@ class KernelLocalWindowAttention(nn.Module):
             if head > 0:
                 feat = feat + feats_in[head]
             q, k, v = qkv(feat).split([attn.key_dim, attn.key_dim, attn.val_dim], dim=1)
-            if nh * nw > 1:
+            if _tracing() or nh * nw > 1:  # one window: the same as the plain conv, without the reshapes
                 # the query conv sees each window as its own zero-padded image: fold the windows into the batch
                 q = q.view(B, -1, nh, window[0], nw, window[1]).permute(0, 2, 4, 1, 3, 5)
                 q = dws(q.reshape(B * nh * nw, -1, *window))

@@ -77,20 +77,24 @@ class SlicedAttention(nn.Module):
         x = x.transpose(1, 2).reshape(B, N, C)
         if perm is not None:
             x = x[:, torch.argsort(perm)]
-        x = self.proj(x) if out_scale is None else scaled_linear(self.proj, x, out_scale)
+        x = self.proj(x) if out_scale is None else scaled_linear(x, self.proj.weight, self.proj.bias, out_scale)
         return self.proj_drop(x)
 
 
-def scaled_linear(layer: nn.Linear, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale * layer(x)`` with the scalar folded into the (small) weights instead of the (large) activations."""
-    bias = layer.bias * scale if layer.bias is not None else None
-    return F.linear(x, layer.weight * scale, bias)
+def scaled_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor
+) -> torch.Tensor:
+    """``scale * F.linear(x, weight, bias)`` with the scalar folded into the (small) weights, not the activations."""
+    return F.linear(x, weight * scale, bias * scale if bias is not None else None)
 
 
-def scaled_mlp(mlp: Mlp, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``scale * mlp(x)`` for timm's ``Mlp``, the scalar folded into ``fc2``."""
-    x = mlp.norm(mlp.drop1(mlp.act(mlp.fc1(x))))
-    return mlp.drop2(scaled_linear(mlp.fc2, x, scale))
+class ScaledOutputMlp(Mlp):
+    """timm's ``Mlp`` (same keys) whose output can be multiplied by a scalar, folded into ``fc2``."""
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm(self.drop1(self.act(self.fc1(x))))
+        x = self.fc2(x) if scale is None else scaled_linear(x, self.fc2.weight, self.fc2.bias, scale)
+        return self.drop2(x)
 
 
 class ResidualScale(nn.Module):
@@ -120,7 +124,7 @@ class AttentionBlock(nn.Module):
         self.norm1 = LayerNorm(dim)
         self.attn = SlicedAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop)
         self.norm2 = LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.mlp = ScaledOutputMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.skip_scale1, self.attn_scale = ResidualScale(), ResidualScale()
         self.skip_scale2, self.mlp_scale = ResidualScale(), ResidualScale()
@@ -130,7 +134,7 @@ class AttentionBlock(nn.Module):
         # over the activations (the official code's three multiplies and add per residual took ~25 % of the time)
         y = self.drop_path(self.attn(self.norm1(x), num_groups, perm, self.attn_scale.scale))
         x = torch.addcmul(y, x, self.skip_scale1.scale)
-        y = self.drop_path(scaled_mlp(self.mlp, self.norm2(x), self.mlp_scale.scale))
+        y = self.drop_path(self.mlp(self.norm2(x), self.mlp_scale.scale))
         return torch.addcmul(y, x, self.skip_scale2.scale)
 
 
@@ -140,11 +144,11 @@ class ProjectionLayer(nn.Module):
     def __init__(self, dim: int, mlp_ratio: float, proj_drop: float = 0.0):
         super().__init__()
         self.norm = LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.mlp = ScaledOutputMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
         self.skip_scale, self.mlp_scale = ResidualScale(), ResidualScale()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(scaled_mlp(self.mlp, self.norm(x), self.mlp_scale.scale), x, self.skip_scale.scale)
+        return torch.addcmul(self.mlp(self.norm(x), self.mlp_scale.scale), x, self.skip_scale.scale)
 
 
 class ConvPool(nn.Module):

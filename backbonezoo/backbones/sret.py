@@ -611,7 +611,10 @@ default_cfgs = generate_default_cfgs(
         'sret_tiny.in1k_dist': _cfg(url=_drive('1xzG4VQyQyxWJfQTcGCE-fuMuK3BwPCjK')),
         'sret_little_tiny.in1k': _cfg(url=_drive('1uSWvoVLHmOH6rNYiXSxD_rlN5dSBvEm3')),
         'sret_little_tiny.in1k_dist': _cfg(url=_drive('1l6u0q4kwli5czEyo4TeJANtqsulh-J5G')),
-        'sret_little_tiny_g16.in1k': _cfg(url=_drive('1sKW9KJ5PLkDVXcW6m7dp8ieLwyCJNRqV')),
+        # its slicing groups need the token counts of 224-pixel inputs or larger (smaller maps do not split evenly)
+        'sret_little_tiny_g16.in1k': _cfg(
+            url=_drive('1sKW9KJ5PLkDVXcW6m7dp8ieLwyCJNRqV'), min_input_size=(3, 224, 224)
+        ),
         'sret_small.in1k': _cfg(url=_drive('1y6F_bCgS1sagm7pxjAtuSPUB5HoNb8Ed')),
         'sret_tiny_noslice.in1k': _cfg(url=_drive('1wHM7NRSkz-WykCSES17xFV56h_m5RMXj')),
         'sret_tiny_noslice.in1k_dist': _cfg(url=_drive('1P1qK-j1Cac5le8-DNUFBbjmIpRThuiVp')),

@@ -31,6 +31,7 @@ from timm.models.efficientvit_msra import CascadedGroupAttention, ConvNorm, Loca
 
 from backbonezoo.kernels import local_attention
 from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
+from backbonezoo.layers.tracing import is_tracing
 
 __all__ = [
     'EvalFoldedConvNorm',
@@ -40,10 +41,6 @@ __all__ = [
     'convert_official_state_dict',
     'to_kernel_backed',
 ]
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 class KernelLocalWindowAttention(nn.Module):
@@ -96,7 +93,7 @@ class KernelLocalWindowAttention(nn.Module):
             pad_b, pad_r = (-H) % ws, (-W) % ws
             # traced (torch.export / compile): no branch on symbolic sizes, which would specialise the graph to one
             # size; a zero pad is a no-op
-            if _tracing() or pad_b or pad_r:
+            if is_tracing() or pad_b or pad_r:
                 x = F.pad(x, (0, pad_r, 0, pad_b))
         ph, pw = x.shape[-2:]
         nh, nw = ph // window[0], pw // window[1]
@@ -108,7 +105,7 @@ class KernelLocalWindowAttention(nn.Module):
             if head > 0:
                 feat = feat + feats_in[head]
             q, k, v = qkv(feat).split([attn.key_dim, attn.key_dim, attn.val_dim], dim=1)
-            if _tracing() or nh * nw > 1:  # one window: the same as the plain conv, without the reshapes
+            if is_tracing() or nh * nw > 1:  # one window: the same as the plain conv, without the reshapes
                 # the query conv sees each window as its own zero-padded image: fold the windows into the batch
                 q = q.view(B, -1, nh, window[0], nw, window[1]).permute(0, 2, 4, 1, 3, 5)
                 q = dws(q.reshape(B * nh * nw, -1, *window))

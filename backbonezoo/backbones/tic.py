@@ -55,7 +55,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import opaque_to_tracing
+from backbonezoo.layers import is_tracing, opaque_to_tracing
 
 __all__ = ['TiC', 'MSAConv', 'msa_conv', 'checkpoint_filter_fn']
 
@@ -63,11 +63,6 @@ MIN_INPUT_SIZE = 32  # a 32x32 image leaves a 1x1 map in stage 4
 
 # Roll directions (rows, columns) of the cyclic-shift head groups: the four diagonals.
 SHIFT_DIRECTIONS = ((1, 1), (-1, -1), (1, -1), (-1, 1))
-
-
-def _tracing() -> bool:
-    """True under torch.compile and torch.export (non-strict export is not "compiling"): size branches must go."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def cyclic_shift(x: torch.Tensor, shift_size: int, dims: tuple[int, int], head_dim: int) -> torch.Tensor:
@@ -128,7 +123,7 @@ def msa_conv(
         if pool_weight is None:
             raise ValueError(f'msa_conv: pool_factor={f} needs pool_weight (2C, 1, {f}, {f}); got None')
         pad_h, pad_w = (f - H % f) % f, (f - W % f) % f
-        if _tracing() or pad_h or pad_w:  # no branch on symbolic sizes when traced
+        if is_tracing() or pad_h or pad_w:  # no branch on symbolic sizes when traced
             qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))  # zeros: padded queries are cropped, padded keys pooled in
     q, kv = qkv.split([dim, 2 * dim], dim=-1)
     if f > 1:

@@ -9,13 +9,14 @@
 from .attention import dense_attention
 from .bn_fold import cached_fold, fold_batchnorm, merge_distillation_head, unfuse_conv_bn
 from .scale import ChannelAffine
-from .tracing import opaque_to_tracing
+from .tracing import is_tracing, opaque_to_tracing
 
 __all__ = [
     'ChannelAffine',
     'cached_fold',
     'dense_attention',
     'fold_batchnorm',
+    'is_tracing',
     'merge_distillation_head',
     'opaque_to_tracing',
     'unfuse_conv_bn',

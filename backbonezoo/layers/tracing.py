@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 from timm.layers import register_notrace_function
 
-__all__ = ['opaque_to_tracing']
+__all__ = ['is_tracing', 'opaque_to_tracing']
 
 _F = TypeVar('_F', bound=Callable)
 
@@ -25,3 +25,9 @@ def opaque_to_tracing(fn: _F) -> _F:
     """
     fn.__annotations__ = typing.get_type_hints(fn)
     return register_notrace_function(torch.jit.ignore(fn))
+
+
+def is_tracing() -> bool:
+    """True under torch.compile and torch.export (non-strict export is not "compiling"): code that branches on map
+    sizes must take the size-independent path then, or the captured graph is specialised to one size."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()

@@ -97,3 +97,22 @@ def test_profile_writes_an_operator_table(tmp_path: Path):
     table = (tmp_path / 'profiles' / 'test_resnet__timm.md').read_text()
     assert '| operator | calls | self CPU ms | share |' in table
     assert 'convolution' in table, 'a ResNet spends its time in convolutions'
+
+
+def test_bench_kernels_times_and_measures_a_kernel_and_a_whole_backbone():
+    """One local-attention case and one whole-backbone case (BiFormer-T at 224, batch 1) through the real workers:
+    every implementation gets a time and a peak-memory figure, and the goal lines name both cases."""
+    import bench_kernels
+
+    cases = ['tic-56-k3-d2', 'biformer_tiny-224x224']
+    rows = bench_kernels.run(cases, impls=('fast', 'materialising'), batch=1, repeats=1, threads=1)
+    assert [(r['case'], r['impl']) for r in rows] == [(c, i) for c in cases for i in ('fast', 'materialising')]
+    for row in rows:
+        assert 'error' not in row, row
+        assert row['ms'] > 0 and row['min_ms'] <= row['ms'], row
+        assert row['peak_mb'] > 0, row  # the forward allocates: a reset high-water mark must see it
+    # the fast MSA-Conv path never holds the unfolded windows the materialising path builds
+    by = {(r['case'], r['impl']): r for r in rows}
+    assert by['tic-56-k3-d2', 'fast']['peak_mb'] < by['tic-56-k3-d2', 'materialising']['peak_mb']
+    text = bench_kernels.goals(rows)
+    assert '- tic-56-k3-d2:' in text and '- biformer_tiny-224x224:' in text

@@ -8,13 +8,16 @@
 
 Shapes come from the families (56x56 neighbourhoods at dilation 1-3 as in A2Mamba / OverLoCK stage 1, HaloNet's
 64x64 map with block 8 / halo 3, EfficientViT-M's 7x7 windows on a 14x14 map, TiC's 3x3 zero-padded window at
-dilation 2; BiFormer-T's routing attention, stages 1-3 at 224 and at 512). Implementations:
+dilation 2; BiFormer-T's routing attention, stages 1-3 at 224 and at 512) and whole BiFormer-T / S backbones
+(``features_only``, batch 1) at 224 and at the dense-task sizes 512x512 and 800x1216 with 16 regions, where the
+issue's goal is stated. Implementations:
 
 - ``fast``: ``backend='torch'`` (what backbonezoo runs on CPU);
 - ``reference``: ``backend='reference'`` (the specification: gathers every window);
 - ``materialising``: what official / stand-in code does: unfold (``F.unfold`` / ``Tensor.unfold``) or gather every
   window's keys and values, then einsum + softmax + einsum (timm HaloAttn, TiC's validation, the sheets' NATTEN
   stand-ins); for routing, BiFormer's ``torch.gather`` of ``topk`` copies of the routed keys / values;
+- whole backbones: ``fast`` = the default backends, ``materialising`` = ``BACKBONEZOO_KERNEL_BACKEND=reference``;
 - ``partition_sdpa``: window partition + ``F.scaled_dot_product_attention`` (the bar for blocked windows).
 
 Times: one process per case calls the implementations round-robin (so load swings hit them alike) and reports the
@@ -68,10 +71,30 @@ CASES = {
     'bra-64-n16-top4': _routing_case((64, 64), 4, n_win=16, topk=4),
     'bra-32-n16-top16': _routing_case((32, 32), 8, n_win=16, topk=16),
 }
+
+
+def _model_case(model, hw, **kwargs):
+    """A whole backbone (``features_only``, batch 1, the dense-task setting): ``fast`` = the default kernel backend,
+    ``materialising`` = ``BACKBONEZOO_KERNEL_BACKEND=reference`` (BiFormer: the official top-k key / value copies)."""
+    return dict(op='model', model=model, hw=hw, kwargs=kwargs, batch=1, bias=None)
+
+
+# BiFormer-T / S at the classification size and at the segmentation / detection sizes (n_win 16, auto-padded)
+CASES.update(
+    {
+        f'{model}-{h}x{w}' + ('' if n_win == 7 else f'-n{n_win}'): _model_case(
+            model, (h, w), n_win=n_win, auto_pad=n_win != 7
+        )
+        for model in ('biformer_tiny', 'biformer_small')
+        for (h, w), n_win in (((224, 224), 7), ((512, 512), 16), ((800, 1216), 16))
+    }
+)
 IMPLS = ('fast', 'reference', 'materialising', 'partition_sdpa')
 
 
 def _applicable(case: dict, impl: str) -> bool:
+    if case['op'] == 'model':
+        return impl in ('fast', 'materialising')
     if impl == 'partition_sdpa':
         return case['op'] == 'local' and case['kernel'] == case['stride']
     return True
@@ -85,6 +108,8 @@ def _inputs(case: dict, batch: int, grad: bool):
     import torch
 
     gen = torch.Generator().manual_seed(0)
+    if case['op'] == 'model':  # its own batch size
+        return [torch.randn(case['batch'], 3, *case['hw'], generator=gen).requires_grad_(grad)]
     (height, width), heads = case['hw'], case['heads']
     shape = (batch, heads, height, width)
     if case['op'] == 'routing':  # BiFormer's layout: views of one token-major qkv projection output
@@ -220,7 +245,32 @@ def _partition_sdpa(case: dict):
     return run
 
 
+def _model_callable(case: dict, impl: str):
+    import timm
+
+    import backbonezoo  # noqa: F401  (registers the zoo's models)
+    from backbonezoo.kernels._backend import ENV_VAR
+
+    model = timm.create_model(case['model'], features_only=True, **case['kwargs']).eval()
+    backend = 'reference' if impl == 'materialising' else None
+
+    def run(x):
+        old = os.environ.pop(ENV_VAR, None)
+        if backend is not None:
+            os.environ[ENV_VAR] = backend
+        try:
+            return model(x)[-1]
+        finally:
+            os.environ.pop(ENV_VAR, None)
+            if old is not None:
+                os.environ[ENV_VAR] = old
+
+    return run
+
+
 def _callable(case: dict, impl: str):
+    if case['op'] == 'model':
+        return _model_callable(case, impl)
     if case['op'] == 'routing':
         if impl == 'materialising':
             return _routing_materialising(case)
@@ -262,9 +312,27 @@ def memory_worker(name: str, impl: str, batch: int, threads: int, backward: bool
     torch.set_num_threads(threads)
     case = CASES[name]
     call = _caller(case, impl, _inputs(case, batch, backward), backward)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_rss_reader()  # building a model can peak above its forward: measure from here
+    before = peak()
     call()
-    return dict(case=name, impl=impl, peak_mb=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    return dict(case=name, impl=impl, peak_mb=(peak() - before) / 1024)
+
+
+def _peak_rss_reader():
+    """A function returning the process's peak RSS in kB, reset to the current RSS where Linux allows it
+    (``5 > /proc/self/clear_refs`` resets VmHWM); else ``ru_maxrss``, which only counts peaks above earlier ones."""
+    status = Path('/proc/self/status')
+
+    def hwm() -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith('VmHWM:'))
+        return int(line.split()[1])
+
+    try:
+        Path('/proc/self/clear_refs').write_text('5')
+        hwm()
+    except (OSError, StopIteration):
+        return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return hwm
 
 
 def time_worker(name: str, impls: list[str], batch: int, repeats: int, threads: int, backward: bool) -> list[dict]:
@@ -341,7 +409,8 @@ def markdown(rows: list[dict], batch: int, threads: int, backward: bool, command
     lines = [
         f'Local / routing attention, fp32, batch {batch}, {threads} threads, {mode}; '
         f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {_torch_version()}. '
-        'Peak = max-RSS increase of a fresh process over one call. x = relative to the baseline (materialising, or '
+        "Peak = increase of a fresh process's peak RSS over one call (model cases: batch 1, after building the "
+        'model). x = relative to the baseline (materialising, or '
         'partition + SDPA for blocked windows): time ratio < 1 is faster, memory ratio < 1 is smaller.',
         '',
         f'Command: `{command}`',
@@ -370,7 +439,7 @@ def goals(rows: list[dict]) -> str:
         if not fast or not base:
             continue
         t, m = fast['ms'] / base['ms'], fast['peak_mb'] / base['peak_mb'] if base['peak_mb'] > 0 else float('nan')
-        if case['op'] == 'routing' or case['stride'] == 1:
+        if case['op'] in ('routing', 'model') or case['stride'] == 1:
             ok = 1 / t >= 2 and m <= 0.5
             verdict = (
                 f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (goal >= 2x, <= 0.5x): '

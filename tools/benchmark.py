@@ -9,7 +9,8 @@ parameters, GMACs per image (``backbonezoo.flops``: 1 multiply-add = 1 MAC, soft
 inference throughput at batch B and batch-1 latency (medians over repeats after a warm-up), training throughput
 (forward + backward), peak memory (RSS increase over the built model for one batch-B forward, in a fresh
 process; on CUDA the peak allocated memory), and % of this machine's fp32 matmul peak (a 2048^3 matmul measured
-in the same run; GMACs count 2 FLOPs each). Each model is measured against its reference in the same process:
+in the same run; GMACs count 2 FLOPs each). Each model is measured against its reference in the same process,
+their inference calls alternated round-robin so that a shared machine's load swings hit both alike:
 
 - timm-owned families (``Family.timm_owned``): timm's stock model ('timm') vs the family's kernel-backed version
   ('zoo', from ``to_kernel_backed(model)`` in the family module, when it has one);
@@ -32,6 +33,7 @@ import copy
 import csv
 import datetime
 import fnmatch
+import functools
 import importlib
 import json
 import math
@@ -144,6 +146,23 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: tor
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_medians(fns: dict, repeats: int, warmup: int, device: torch.device) -> dict:
+    """Median wall time (s) of each function, called round-robin so that load swings and thermal or frequency drift
+    hit every implementation alike (timing one after the other let a shared machine's noise decide the ratio)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    times: dict = {name: [] for name in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 3) -> float:
@@ -286,24 +305,46 @@ def run_memory_subprocess(target: Target, impl: str, args: argparse.Namespace) -
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gmacs: float) -> Row:
+def interleaved_inference(target: Target, impls: tuple[str, ...], args: argparse.Namespace) -> dict[str, tuple]:
+    """``{impl: (batch seconds, batch-1 seconds)}``: every implementation's model built side by side and timed
+    round-robin (``interleaved_medians``), each call under its own kernel backend."""
+    device = torch.device(args.device)
+    batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
+    single = batch[:1].clone()
+    fns = {}
+    for impl in impls:
+        backend = 'reference' if impl == 'reference' else None
+        with kernel_backend(backend):
+            model = build_model(target, impl, device)
+        runner = torch.compile(model) if args.compile else model
+
+        def infer(x, runner=runner, backend=backend):
+            with kernel_backend(backend), torch.no_grad(), _autocast(device, args.amp):
+                return runner(x)
+
+        fns[(impl, 'batch')] = functools.partial(infer, batch)
+        fns[(impl, 'single')] = functools.partial(infer, single)
+    medians = interleaved_medians(fns, args.repeats, args.warmup, device)
+    return {impl: (medians[(impl, 'batch')], medians[(impl, 'single')]) for impl in impls}
+
+
+def measure(
+    target: Target, impl: str, args: argparse.Namespace, peak: float, gmacs: float, timed: tuple[float, float]
+) -> Row:
+    """The row of one implementation; ``timed`` = its (batch, batch-1) seconds from ``interleaved_inference``."""
     import timm
 
     device = torch.device(args.device)
     backend = 'reference' if impl == 'reference' else None
+    throughput_s, latency_s = timed
     with kernel_backend(backend):
         model = build_model(target, impl, device)
         params = sum(p.numel() for p in model.parameters())
-        runner = torch.compile(model) if args.compile else model
         batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
-        single = batch[:1].clone()
 
         def infer(x):
             with torch.no_grad(), _autocast(device, args.amp):
-                return runner(x)
-
-        throughput_s = median_time(lambda: infer(batch), args.repeats, args.warmup, device)
-        latency_s = median_time(lambda: infer(single), args.repeats, args.warmup, device)
+                return model(x)
 
         train_img_s = math.nan
         if not args.no_train:
@@ -605,11 +646,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(t, impl) for t in targets for impl in _impls_for(t, args.vs)]
         new_rows: dict[str, list[Row]] = {}
         gmacs: dict[str, float] = {}
+        timings: dict[str, dict[str, tuple]] = {}
         for index, (target, impl) in enumerate(tqdm(plan, desc='benchmark', unit='model')):
             counted = impl if impl.startswith('timm:') else target.model  # a peer is another architecture
             if counted not in gmacs:
                 gmacs[counted] = count_gmacs(target, impl)
-            row = measure(target, impl, args, peak, gmacs[counted])
+            if target.model not in timings:  # all of a model's implementations, timed together
+                timings[target.model] = interleaved_inference(target, _impls_for(target, args.vs), args)
+            row = measure(target, impl, args, peak, gmacs[counted], timings[target.model][impl])
             new_rows.setdefault(target.model, []).append(row)
             tqdm.write(
                 f'{row.model:<28} {row.impl:<9} {row.infer_img_s:8.2f} img/s {row.latency_ms:8.1f} ms '

@@ -98,7 +98,9 @@ def _region_means(x: torch.Tensor, grid, size, pad) -> torch.Tensor:
     x = x.detach().permute(0, 2, 3, 1, 4).reshape(b, height, width, heads * d).float()
     if pad[0] or pad[1]:
         x = F.pad(x, (0, 0, 0, pad[1], 0, pad[0]))
-    sums = x.reshape(b, grid[0], size[0], grid[1], size[1], heads * d).sum((2, 4))
+    # one axis at a time: rows first (contiguous (rw, C) slabs added together), then columns; a joint .sum((2, 4))
+    # over the strided pair runs ~50x slower on CPU
+    sums = x.reshape(b, grid[0], size[0], grid[1], size[1], heads * d).sum(2).sum(3)
     if not (pad[0] or pad[1]):
         return sums.flatten(1, 2) / (size[0] * size[1])
     rows = (height - torch.arange(grid[0], device=x.device) * size[0]).clamp(max=size[0])  # real rows per region row

@@ -444,6 +444,10 @@ def local_attention(
 # per-query windows. Everything is three ``index_select`` copies (queries, key / value regions, output).
 
 _NEIGHBOURHOOD_TILE = 8
+# local_scores / local_aggregate (no fused SDPA to feed): a tile's matmul and its scattered attention cost ``region``
+# per query, so smaller tiles do less work (4: 100 region entries per query at kernel 7, against 196 at 8) as long
+# as the region is not already the whole dilation group, where fewer, larger tiles win (``_split_tile``)
+_SPLIT_TILE = 4
 
 
 @dataclass(frozen=True)
@@ -526,13 +530,13 @@ def _axis_tiles(
 class _Tiling:
     """2-D tiling of one problem: flat gather indices and mask index, built once per geometry and device."""
 
-    def __init__(self, geo: _Geometry, device: torch.device):
+    def __init__(self, geo: _Geometry, device: torch.device, tile: int = _NEIGHBOURHOOD_TILE):
         self.geo = geo
         height, width = geo.height, geo.width
         neighbourhood = geo.stride == (1, 1)
         ah, aw = self.axes = [
             _axis_tiles(length, geo.kernel[a], geo.stride[a], geo.dilation[a], geo.border,
-                        _NEIGHBOURHOOD_TILE if neighbourhood else 0, device)
+                        tile if neighbourhood else 0, device)
             for a, length in enumerate((height, width))
         ]  # fmt: skip
         self.uniform = ah.uniform and aw.uniform
@@ -620,14 +624,24 @@ class _Tiling:
 
 
 @_tensor_cache(maxsize=64)
-def _tiling(geo: _Geometry, device: torch.device) -> _Tiling:
-    return _Tiling(geo, device)
+def _tiling(geo: _Geometry, device: torch.device, tile: int = _NEIGHBOURHOOD_TILE) -> _Tiling:
+    return _Tiling(geo, device, tile)
+
+
+def _split_tile(geo: _Geometry) -> int:
+    """Neighbourhood tile of local_scores / local_aggregate: ``_SPLIT_TILE`` unless its region would already span
+    every dilation group on both axes (symbolic sizes: the default tile, whose export behaviour is the tested one)."""
+    if geo.stride != (1, 1) or not _static(geo):
+        return _NEIGHBOURHOOD_TILE
+    spans = [_SPLIT_TILE + k - 1 >= _cdiv(length, d) for length, k, d in zip((geo.height, geo.width), geo.kernel,
+                                                                          geo.dilation)]  # fmt: skip
+    return _NEIGHBOURHOOD_TILE if all(spans) else _SPLIT_TILE
 
 
 def _torch_scores(q, k, geo, bias, kind, scale):
     if _use_shifted(geo):
         return _shifted_scores(q, k, geo, bias, kind, scale)
-    tiling = _tiling(geo, q.device)
+    tiling = _tiling(geo, q.device, _split_tile(geo))
     logits = torch.matmul(tiling.tile(q) * scale, tiling.regions(k).transpose(-1, -2))
     if not tiling.uniform:
         logits = logits.gather(-1, tiling.regpos.expand(*logits.shape[:2], -1, -1, -1))
@@ -640,7 +654,7 @@ def _torch_scores(q, k, geo, bias, kind, scale):
 def _torch_aggregate(attn, v, geo):
     if _use_shifted(geo):
         return _shifted_aggregate(attn, v, geo)
-    tiling = _tiling(geo, v.device)
+    tiling = _tiling(geo, v.device, _split_tile(geo))
     return tiling.untile(torch.matmul(tiling.scatter(tiling.tile(attn)), tiling.regions(v)))
 
 

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 from helpers import assert_close_rel, load_parity, regen
-from timm.models.efficientvit_msra import CascadedGroupAttention, EfficientVitMsra
+from timm.models.efficientvit_msra import CascadedGroupAttention, EfficientVitMsra, LocalWindowAttention
 
 import backbonezoo
 from backbonezoo import CheckpointMismatchError, convert_checkpoint
@@ -208,6 +208,50 @@ def test_dense_windows_work_at_any_size(size):
     expected = [(-(-size[0] // s), -(-size[1] // s)) for s in (16, 32, 64)]
     assert [tuple(f.shape[-2:]) for f in features] == expected
     assert all(torch.isfinite(f).all() for f in features)
+
+
+def perturbed_window_attention(resolution: int = 14) -> torch.nn.Module:
+    """timm's ``LocalWindowAttention`` with m0's stage-1 shape (64 channels, 4 heads, window 7), BN and biases woken."""
+    torch.manual_seed(0)
+    module = LocalWindowAttention(64, 16, 4, attn_ratio=1, resolution=resolution, window_resolution=7, kernels=[5] * 4)
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.ndim <= 2:
+                param.add_(0.2 * torch.randn_like(param))
+        for bn in module.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.normal_(0, 0.1)
+                bn.running_var.uniform_(0.5, 2.0)
+    return module.eval()
+
+
+def test_window_depthwise_equals_the_per_window_conv():
+    """The traced form of the query conv (masked taps on the whole map) equals the conv of every window as its own
+    zero-padded image (the eager path and the official code)."""
+    conv_norm = perturbed_window_attention().attn.dws[0]
+    q = torch.randn(2, 16, 14, 21)
+    windows = q.view(2, 16, 2, 7, 3, 7).permute(0, 2, 4, 1, 3, 5).reshape(12, 16, 7, 7)
+    with torch.no_grad():
+        expected = conv_norm(windows).view(2, 2, 3, 16, 7, 7).permute(0, 3, 1, 4, 2, 5).reshape(2, 16, 14, 21)
+        assert_close_rel(efficientvit_m._window_depthwise(conv_norm, q, (7, 7)), expected, 1e-5)
+
+
+@pytest.mark.parametrize('example', [(14, 14), (7, 7)], ids=lambda s: f'{s[0]}x{s[1]}')
+def test_window_attention_exports_with_dynamic_hw(example):
+    """torch.export with dynamic H / W, traced at a map of several windows or of one: the graph holds no guard on the
+    window count, and runs at maps smaller than, equal to and larger than the window, equal to timm's module."""
+    timm_module = perturbed_window_attention(example[0])
+    module = KernelLocalWindowAttention.from_local_window_attention(timm_module)
+    dim = torch.export.Dim
+    exported = torch.export.export(
+        module, (torch.randn(1, 64, *example),), dynamic_shapes={'x': {2: dim.AUTO, 3: dim.AUTO}}, strict=False
+    )
+    assert all(r.upper > 10_000 for r in exported.range_constraints.values()), exported.range_constraints
+    graph = exported.module()
+    for size in [(3, 4), (7, 7), (14, 10), (15, 29)]:
+        x = torch.randn(1, 64, *size)
+        with torch.no_grad():
+            assert_close_rel(graph(x), timm_module(x), 1e-5, f'at {size}')
 
 
 def test_kernel_backed_has_no_stale_bias_cache():

@@ -84,6 +84,24 @@ def test_kernel_halo_attn_pads_or_names_the_size():
     assert strided(x).shape == (1, 16, 5, 7)
 
 
+@pytest.mark.parametrize('example, stride', [((4, 4), 1), ((8, 12), 2)], ids=['one-block', 'strided'])
+def test_kernel_halo_attn_exports_with_dynamic_hw(example, stride):
+    """torch.export with dynamic H / W (``pad_to_block=True``): traced at one block or at several, the graph holds no
+    guard on the block count and equals the eager module at sizes below, at and above block multiples."""
+    torch.manual_seed(0)
+    attn = KernelHaloAttn(16, stride=stride, num_heads=2, block_size=4, halo_size=1, pad_to_block=True).eval()
+    dim = torch.export.Dim
+    exported = torch.export.export(
+        attn, (torch.randn(1, 16, *example),), dynamic_shapes={'x': {2: dim.AUTO, 3: dim.AUTO}}, strict=False
+    )
+    assert all(r.upper > 10_000 for r in exported.range_constraints.values()), exported.range_constraints
+    graph = exported.module()
+    for size in [(4, 4), (5, 13), (16, 12), (33, 30)]:
+        x = torch.randn(1, 16, *size)
+        with torch.no_grad():
+            assert_close_rel(graph(x), attn(x), 1e-5, f'at {size}')
+
+
 @pytest.mark.parametrize('variant', PAPER_VARIANTS, ids=lambda v: v.name)
 def test_paper_variant_param_counts(variant):
     with torch.device('meta'):

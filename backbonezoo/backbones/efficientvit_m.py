@@ -52,6 +52,12 @@ class KernelLocalWindowAttention(nn.Module):
     blocked-window attention with the head's relative-position bias; the heads' outputs are concatenated and
     projected. Like timm, the map is zero-padded on the bottom / right to a window multiple before the projections.
 
+    Under torch.export / torch.compile the module takes a size-independent form, so a dynamic-shape export (e.g.
+    ``torch.onnx.export(to_kernel_backed(model), ..., dynamo=True, dynamic_shapes=...)``) runs at any size: with
+    symbolic sizes the map is padded by one extra window per axis (windows never interact; no window count is then
+    1), the query conv runs on the windows spread apart by zero gaps (``_window_depthwise``) and the crop is a
+    negative pad.
+
     Args:
         attn: the ``CascadedGroupAttention`` to run (its ``resolution`` is the window).
         fit_small_maps: attend a map that fits in one window on both sides as one window of its own size (bias table
@@ -87,16 +93,25 @@ class KernelLocalWindowAttention(nn.Module):
         attn = self.attn
         ws = attn.resolution
         if self.fit_small_maps and H <= ws and W <= ws:
-            window = (H, W)
+            window, nh, nw = (H, W), 1, 1
         else:
             window = (ws, ws)
-            pad_b, pad_r = (-H) % ws, (-W) % ws
+            # the padded size as windows x window (not H + (-H) % ws): symbolic sizes under dynamic-shape export then
+            # simplify (padded // ws == windows), so the reshapes below add no guards that pin H / W
+            nh, nw = (H + ws - 1) // ws, (W + ws - 1) // ws
+            if is_tracing() and not (isinstance(H, int) and isinstance(W, int)):
+                # symbolic sizes (dynamic-shape export / compile; not torch.jit.trace, whose sizes are tensors and
+                # whose graphs, e.g. fvcore's FLOP count, must stay the eager computation): one more window of
+                # padding per axis. Windows never interact, and with at least two windows per axis no window count is
+                # 1 at the traced size, where shape checks would pin the graph to one window (maps <= ws) or to
+                # several (maps > ws)
+                nh, nw = nh + 1, nw + 1
+            pad_b, pad_r = nh * ws - H, nw * ws - W
             # traced (torch.export / compile): no branch on symbolic sizes, which would specialise the graph to one
             # size; a zero pad is a no-op
             if is_tracing() or pad_b or pad_r:
                 x = F.pad(x, (0, pad_r, 0, pad_b))
-        ph, pw = x.shape[-2:]
-        nh, nw = ph // window[0], pw // window[1]
+        ph, pw = nh * window[0], nw * window[1]
         table = self._bias_table(window)
         feats_in = x.chunk(len(attn.qkvs), dim=1)
         feats_out = []
@@ -105,7 +120,9 @@ class KernelLocalWindowAttention(nn.Module):
             if head > 0:
                 feat = feat + feats_in[head]
             q, k, v = qkv(feat).split([attn.key_dim, attn.key_dim, attn.val_dim], dim=1)
-            if is_tracing() or nh * nw > 1:  # one window: the same as the plain conv, without the reshapes
+            if is_tracing():
+                q = _window_depthwise(dws, q, window)
+            elif nh * nw > 1:  # one window: the same as the plain conv, without the reshapes
                 # the query conv sees each window as its own zero-padded image: fold the windows into the batch
                 q = q.view(B, -1, nh, window[0], nw, window[1]).permute(0, 2, 4, 1, 3, 5)
                 q = dws(q.reshape(B * nh * nw, -1, *window))
@@ -126,9 +143,39 @@ class KernelLocalWindowAttention(nn.Module):
             feat = out.squeeze(1).permute(0, 3, 1, 2)
             feats_out.append(feat)
         out = torch.cat(feats_out, 1)
-        if ph != H or pw != W:
+        if is_tracing():
+            # a negative pad crops into a new tensor: a slice view's contiguity metadata compares the padded and the
+            # real size, which would pin the exported graph to window-multiple maps
+            out = F.pad(out, (0, W - pw, 0, H - ph))
+        elif ph != H or pw != W:
             out = out[:, :, :H, :W]
         return attn.proj(out)
+
+
+def _window_depthwise(dws: ConvNorm, q: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """``dws`` (depthwise ``ConvNorm``, 'same' padding) applied to each window of ``q`` as its own zero-padded image.
+
+    The traced (torch.export / compile) form of the window fold in ``KernelLocalWindowAttention.forward``: the windows
+    are spread apart by zero gaps of the conv's padding (one gather per axis), one unpadded conv runs over the whole
+    map and a gather per axis takes the windows' outputs back. The graph has no tensor dimension counting windows:
+    such a dimension is 1 at small maps, and shape checks on it would specialise a dynamic-shape export.
+    ``q``: (B, C, H, W) with H, W multiples of the window.
+    """
+    conv = dws.conv
+    x = F.pad(q, (0, 1, 0, 1))  # the last row / column is the zero the gaps read
+    for dim, (size, pad) in enumerate(zip((q.shape[2], q.shape[3]), conv.padding), start=2):
+        win = window[dim - 2]
+        span = win + 2 * pad  # a window and its zero border in the spread layout
+        slot = torch.arange((size // win) * span, device=q.device)
+        offset = slot % span - pad
+        source = torch.where((offset >= 0) & (offset < win), slot // span * win + offset, size)
+        x = x.index_select(dim, source)
+    out = F.conv2d(x, conv.weight, conv.bias, 1, 0, conv.dilation, conv.groups)
+    for dim, size in enumerate((q.shape[2], q.shape[3]), start=2):
+        win, span = window[dim - 2], window[dim - 2] + 2 * conv.padding[dim - 2]
+        position = torch.arange(size, device=q.device)
+        out = out.index_select(dim, position // win * span + position % win)
+    return dws.bn(out)
 
 
 class EvalFoldedConvNorm(ConvNorm):

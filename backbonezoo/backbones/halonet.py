@@ -34,6 +34,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg, SelfAttnBlock
 
 from backbonezoo.kernels import local_attention
+from backbonezoo.layers.tracing import is_tracing
 
 __all__ = [
     'HaloNet',
@@ -54,6 +55,12 @@ class KernelHaloAttn(HaloAttn):
 
     Zero padding of the input gives zero queries / keys / values there (the projections have no bias, as in every
     timm HaloNet), which is exactly how the halo treats positions outside the image.
+
+    Under torch.export / torch.compile with ``pad_to_block=True`` the module takes a size-independent form, so a
+    dynamic-shape export (``torch.onnx.export(..., dynamo=True, dynamic_shapes=...)``) runs at any size: with
+    symbolic sizes one extra block of zeros per axis (exact, by the rule above; no block count is then 1 at the
+    traced size) and the crop as a negative pad. Without ``pad_to_block`` (timm's contract: block multiples only) no
+    such form is taken: export with ``to_kernel_backed(model, pad_to_block=True)``.
     """
 
     def __init__(self, *args, pad_to_block: bool = True, backend: str | None = None, **kwargs):
@@ -104,10 +111,21 @@ class KernelHaloAttn(HaloAttn):
         B, C, H, W = x.shape
         block, stride = self.block_size, self.block_stride
         out_stride = stride if isinstance(self.pool, nn.Identity) else 2
+        tracing = is_tracing()
         if self.pad_to_block:
             multiple = math.lcm(block, out_stride)
-            pad_h, pad_w = (-H) % multiple, (-W) % multiple
-            if pad_h or pad_w:
+            # the padded size as blocks x multiple (not H + (-H) % multiple): symbolic under dynamic-shape export,
+            # it then simplifies in every later shape
+            blocks_h, blocks_w = (H + multiple - 1) // multiple, (W + multiple - 1) // multiple
+            if tracing and not (isinstance(H, int) and isinstance(W, int)):
+                # symbolic sizes (dynamic-shape export / compile; not torch.jit.trace, whose sizes are tensors and
+                # whose graphs, e.g. fvcore's FLOP count, must stay the eager computation): one more block of zeros
+                # per axis (exact: zero inputs give zero queries / keys / values, as the halo's outside-the-map
+                # positions). No block count is then 1 at the traced size, where shape checks would pin the graph to
+                # one block (or to several)
+                blocks_h, blocks_w = blocks_h + 1, blocks_w + 1
+            pad_h, pad_w = blocks_h * multiple - H, blocks_w * multiple - W
+            if tracing or pad_h or pad_w:  # traced: no branch on symbolic sizes
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         elif H % block or W % block:
             raise ValueError(
@@ -143,23 +161,30 @@ class KernelHaloAttn(HaloAttn):
             out = out[:, :, ::stride, ::stride]
         out = out.permute(0, 1, 4, 2, 3).reshape(B, heads * dv, out.shape[2], out.shape[3])
         out = self.pool(out)
-        return out[:, :, : -(-H // out_stride), : -(-W // out_stride)]
+        out_h, out_w = (H + out_stride - 1) // out_stride, (W + out_stride - 1) // out_stride
+        if tracing:
+            # a negative pad crops into a new tensor: a slice view's contiguity metadata compares the padded and the
+            # real size, which would pin the exported graph to one of the two cases
+            return F.pad(out, (0, out_w - out.shape[3], 0, out_h - out.shape[2]))
+        return out[:, :, :out_h, :out_w]
 
 
-def to_kernel_backed(model: nn.Module, pad_to_block: bool = False, backend: str | None = None) -> nn.Module:
+def to_kernel_backed(model: nn.Module, pad_to_block: bool | None = None, backend: str | None = None) -> nn.Module:
     """Swap every timm ``HaloAttn`` of ``model`` for a ``KernelHaloAttn`` sharing its parameters, in place.
 
     The state dict (keys, tensors) is unchanged and outputs equal timm's. ``pad_to_block=True`` also makes the model
-    accept inputs that are not multiples of 32 x block (outputs then differ from timm, which cannot run them).
-    Returns ``model``.
+    accept inputs that are not multiples of 32 x block (outputs then differ from timm, which cannot run them); None
+    keeps the setting of modules that are already kernel-backed (the paper variants pad) and is False for swapped
+    ones. Returns ``model``.
     """
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, HaloAttn):
                 if isinstance(child, KernelHaloAttn):
-                    child.pad_to_block, child.backend = pad_to_block, backend
+                    child.pad_to_block = child.pad_to_block if pad_to_block is None else pad_to_block
+                    child.backend = backend
                     continue
-                setattr(module, child_name, KernelHaloAttn.from_halo_attn(child, pad_to_block, backend))
+                setattr(module, child_name, KernelHaloAttn.from_halo_attn(child, bool(pad_to_block), backend))
     return model
 
 

@@ -51,10 +51,5 @@ FAMILY = Family(
         gmacs_note='paper FLOPs = MACs of the BN-fused model at 224 (fvcore convention: softmax/elementwise skipped)',
         top1_note='ImageNet-1k top-1 reported in the official README (paper numbers)',
         timm_module='timm.models.efficientvit_msra',
-        onnx_dynamic_hw=False,
-        onnx_dynamic_hw_reason=(
-            'the kernel-backed window attention (to_kernel_backed) exports, but its relative-position bias table '
-            "is still specialised to the traced map size; timm's own model fixes its windows at build time"
-        ),
     ),
 )

@@ -124,9 +124,5 @@ FAMILY = Family(
         ),
         params_note='paper variants: within 2 % of the paper (params_rtol); timm models: exact',
         timm_module='timm.models.byoanet',
-        onnx_export_slow=(
-            "dynamo export of a HaloNet (timm's or the kernel-backed one) did not finish within 15 minutes on "
-            '2 CPU cores'
-        ),
     ),
 )

@@ -294,6 +294,14 @@ def test_other_sizes_resize_global_bias_like_the_official_model():
     assert [f.shape[-2:] for f in feats] == [(32, 40), (16, 20), (8, 10), (4, 5)]
 
 
+def test_global_bias_resize_to_its_own_size_is_exact():
+    """The bias is resized unconditionally (no size comparison for torch.export to specialise on): at its own size
+    bicubic interpolation returns it bit for bit, as the official code's skipped resize does."""
+    bias = torch.randn(1, 4, 49, 49) * 10
+    assert torch.equal(resize_global_bias(bias, 49), bias)
+    assert torch.equal(resize_global_bias(bias.bfloat16(), 49), bias.bfloat16())
+
+
 def test_eval_deterministic_batch1_channels_last_bf16():
     model = small_model()
     x = torch.randn(2, 3, 96, 96)
@@ -352,15 +360,11 @@ def test_torch_compile_forward():
 
 @pytest.mark.slow
 def test_onnx_export_matches(tmp_path):
-    """Dynamo ONNX export + onnxruntime agree with eager (static 96x96).
-
-    The neighbourhood operators run on the reference backend here: the fast 'torch' path of
-    ``backbonezoo.kernels.local`` builds its tiling with a data-dependent ``bool(tensor.any())`` that torch.export
-    refuses (reported to the kernels owner); the scan's no-grad fast path exports as it is.
-    """
+    """Dynamo ONNX export + onnxruntime agree with eager (static 96x96, default kernels: the fast neighbourhood path
+    and the scan's no-grad fast path). Static: see the family's ``onnx_dynamic_hw_reason``."""
     ort = pytest.importorskip('onnxruntime')
     pytest.importorskip('onnxscript')
-    model = small_model(kernel_backend='reference', scan_backend='torch')
+    model = small_model()
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         expected = model(x)  # before export: tracing must not change what eager mode computes afterwards

@@ -309,6 +309,50 @@ def test_small_maps_resize_up_to_the_kernel(size):
         assert torch.isfinite(f).all()
 
 
+def official_small_map_size(height: int, width: int, k: int) -> tuple[int, int]:
+    """The official ContMix rule, as the official code writes it."""
+    if min(height, width) < k:
+        return (k, int(k / height * width)) if height < width else (int(k / width * height), k)
+    return height, width
+
+
+def test_contmix_size_is_the_official_float_rule():
+    """The branch-free (export-friendly) form gives the official float rule at every size, including where the
+    truncated float product is one below exact arithmetic, and the map itself where it holds the kernel."""
+    assert ol.contmix_size(5, 45, 7) == (7, 62)  # 7 / 5 * 45 = 62.99999...: exact arithmetic would give 63
+    assert ol.contmix_size(11, 11, 15) == (14, 15)  # a square map becomes non-square (15 / 11 * 11 < 15)
+    assert ol.contmix_size(14, 12, 13) == (15, 13)
+    for k in (5, 7, 9, 13, 15):
+        for height in range(1, 3 * k):
+            for width in range(1, 3 * k):
+                assert ol.contmix_size(height, width, k) == official_small_map_size(height, width, k)
+
+
+@pytest.mark.parametrize(
+    'in_size, out_size', [((13, 17), (7, 7)), ((15, 13), (14, 12)), ((7, 9), (7, 9)), ((5, 3), (7, 7))]
+)
+def test_traced_adaptive_pool_matches_aten(in_size, out_size, monkeypatch):
+    """Traced, ContMix pools with averaging matmuls built from the sizes: PyTorch's adaptive windows exactly."""
+    x = torch.randn(2, 3, *in_size, dtype=torch.float64)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, out_size)
+    monkeypatch.setattr(ol, 'is_tracing', lambda: True)
+    torch.testing.assert_close(ol.adaptive_avg_pool(x, out_size), expected)
+
+
+def test_traced_path_resamples_every_map_with_the_same_outputs(monkeypatch):
+    """Traced, ContMix always resizes and pools back (no size comparison to specialise on): at sizes whose maps hold
+    the kernels that is the identity, on small maps it is the official branch; outputs equal eager mode."""
+    model = build_tiny()
+    perturb_norms(model)
+    sizes = [(64, 96), (33, 47), (288, 320)]  # small maps in both Focus-Net stages; none small at 288 x 320
+    inputs = [torch.randn(1, 3, *size) for size in sizes]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+        monkeypatch.setattr(ol, 'is_tracing', lambda: True)
+        for x, ref in zip(inputs, expected):
+            torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_deep_supervision_returns_aux_logits_in_training():
     model = build_tiny(use_ds=True).train()
     logits, aux = model(torch.randn(2, 3, 64, 64))
@@ -414,21 +458,31 @@ def test_torch_compile_forward():
 
 
 @pytest.mark.slow
-def test_onnx_export_runs_in_onnxruntime(tmp_path):
+def test_onnx_export_with_dynamic_sizes(tmp_path):
+    """One dynamo export (dynamic H / W, traced at 64 px) runs in onnxruntime with the eager outputs at other sizes:
+    small maps in one or both Focus-Net stages or in none, non-square and odd sides."""
     ort = pytest.importorskip('onnxruntime')
     pytest.importorskip('onnxscript')
-    # the fast neighbourhood path is not export-friendly yet: the reference gather exports (static H / W: the window
-    # tables and the small-map branch are per-size constants)
-    model = build_tiny(kernel_backend='reference')
+    model = build_tiny()
     perturb_norms(model)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x)
+    dim = torch.export.Dim
     path = tmp_path / 'overlock_tiny.onnx'
-    torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=['x'], output_names=['logits'])
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 64, 64),),
+        str(path),
+        dynamo=True,
+        dynamic_shapes={'x': {2: dim.AUTO, 3: dim.AUTO}},
+        input_names=['x'],
+        output_names=['logits'],
+    )
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    out = session.run(None, {'x': x.numpy()})[0]
-    assert_close_rel(torch.from_numpy(out), ref, rtol=1e-4, what='onnxruntime logits')
+    for size in [(64, 64), (96, 64), (33, 47), (288, 320)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            ref = model(x)
+        out = session.run(None, {'x': x.numpy()})[0]
+        assert_close_rel(torch.from_numpy(out), ref, rtol=1e-4, what=f'onnxruntime logits at {size}')
 
 
 # --- OpenMMLab ------------------------------------------------------------------------------------------------------

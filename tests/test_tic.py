@@ -205,6 +205,22 @@ def test_inter_pooling_is_space_to_batch_queries_on_pooled_keys(size, shift):
     torch.testing.assert_close(out.permute(0, 3, 1, 2), expected[..., :H, :W])
 
 
+def test_inter_pooled_msa_conv_exports_with_dynamic_sizes():
+    """torch.export keeps H / W symbolic through inter-pooling (pad to the factor, space-to-batch, pooled keys, crop):
+    the program traced at an even size runs at odd and other sizes with the eager outputs. Size arithmetic written
+    as remainders, or a crop by slicing, records guards on the traced sides' parity that pin the program to them."""
+    torch.manual_seed(0)
+    mixer = MSAConv(32, 2, 7, dilation=2, pool_factor=2, shift_size=6).eval()
+    dim = torch.export.Dim
+    program = torch.export.export(
+        mixer, (torch.randn(1, 28, 28, 32),), dynamic_shapes={'x': {1: dim.AUTO, 2: dim.AUTO}}
+    ).module()
+    for size in [(28, 25), (27, 41), (40, 30)]:
+        x = torch.randn(1, *size, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(program(x), mixer(x))
+
+
 def test_msa_conv_module_rejects_bad_arguments():
     with pytest.raises(ValueError, match='kernel_size=4'):
         MSAConv(16, 2, kernel_size=4)
@@ -382,17 +398,23 @@ def test_own_checkpoint_round_trips_and_other_families_are_named_errors(tmp_path
 
 
 @pytest.mark.slow
-def test_onnx_export_fixed_size(tmp_path):
-    """Exports with the dynamo exporter and runs in onnxruntime (fixed size: the fast local path's index tables)."""
+def test_onnx_export_with_dynamic_sizes(tmp_path):
+    """One dynamo export (dynamic H / W) runs in onnxruntime at the traced size, at odd sides (inter-pooling pads and
+    crops inside the graph) and at another aspect, with the eager outputs."""
     ort = pytest.importorskip('onnxruntime')
     model = narrow()
-    x = torch.randn(1, 3, 96, 128)
     path = tmp_path / 'tic.onnx'
-    torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False)
+    dim = torch.export.Dim
+    dynamic_shapes = {'x': {2: dim.AUTO, 3: dim.AUTO}}
+    torch.onnx.export(
+        model, (torch.randn(1, 3, 96, 128),), str(path), dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False
+    )
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        assert_close_rel(torch.from_numpy(out), model(x), rtol=1e-4, what='onnxruntime')
+    for size in [(96, 128), (97, 131), (160, 72)]:
+        x = torch.randn(1, 3, *size)
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            assert_close_rel(torch.from_numpy(out), model(x), rtol=1e-4, what=f'onnxruntime at {size}')
 
 
 # ----------------------------------------------------------------------------------------------- OpenMMLab

@@ -55,8 +55,12 @@ _LayerNorm2d = partial(LayerNorm2d, eps=1e-6)
 
 @opaque_to_tracing  # a Python function of the map size
 def _dilation_for(size: tuple[int, int], window: tuple[int, int]) -> tuple[int, int]:
-    """Dilation of the second head half: ``min(size // window, window)`` per axis (the official rule)."""
-    return min(size[0] // window[0], window[0]), min(size[1] // window[1], window[1])
+    """Dilation of the second head half: ``min(size // window, window)`` per axis (the official rule).
+
+    ``torch.sym_min`` is ``min`` for ints; for the symbolic sizes of a dynamic-shape export it stays an expression
+    (Python's ``min`` would compare, i.e. guard on the traced size) and the kernels' index tables follow it.
+    """
+    return torch.sym_min(size[0] // window[0], window[0]), torch.sym_min(size[1] // window[1], window[1])
 
 
 # The kernels dispatch in Python: scripted / fx-traced models call them through these opaque wrappers.
@@ -97,11 +101,14 @@ def scan_hidden_states(
     return selective_scan(u, delta, A, B, delta_bias=delta_bias, delta_softplus=True, backend=backend)
 
 
-@opaque_to_tracing  # size-dependent branch
 def resize_global_bias(bias: torch.Tensor, length: int) -> torch.Tensor:
-    """The stage-4 ``(1, heads, N, N)`` bias for ``length`` tokens: resized as an image, the official way."""
-    if bias.shape[-1] == length:
-        return bias
+    """The stage-4 ``(1, heads, N, N)`` bias for ``length`` tokens: resized as an image, the official way.
+
+    Always resized, also to its own size: bicubic interpolation at scale 1 (``align_corners=False``) samples every
+    pixel at offset 0, where the cubic weights are exactly (0, 1, 0, 0), so it returns the bias bit for bit (what the
+    official code's skipped resize gives), and a traced graph keeps ``length`` symbolic instead of specialising to
+    the traced size through the comparison.
+    """
     return F.interpolate(bias, size=(length, length), mode='bicubic', align_corners=False)
 
 
@@ -283,7 +290,9 @@ class MASS(nn.Module):
                 attn_mask=resize_global_bias(self.global_rpb, length).to(q.dtype),
                 scale=1.0,  # q is already scaled
             )
-            y = y.transpose(-1, -2).reshape(batch, dim, height, width)
+            # contiguous first: whether the reshape is a view depends on the SDPA kernel's output strides, and an
+            # exported graph that recorded a view no longer holds once the ONNX exporter decomposes SDPA
+            y = y.transpose(-1, -2).contiguous().reshape(batch, dim, height, width)
         elif self.ssm is not None:
             y = y.permute(0, 1, 4, 2, 3).reshape(batch, dim, height, width)
             y = self.ssm(y, attn1, attn2, window, dilation)

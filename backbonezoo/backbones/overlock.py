@@ -15,6 +15,13 @@ ContMix is a per-pixel, per-group dynamic depthwise convolution: its taps come f
 and 7x7 pooled context regions, plus a relative-position bias, softmax-normalised, and are applied to the values with
 NATTEN's border-shifted neighbourhood rule through :func:`backbonezoo.kernels.local_aggregate`.
 
+Exports (torch.export, the dynamo ONNX exporter) keep H and W dynamic: traced, ContMix takes its small-map path at
+every size (resize to ``contmix_size``, the identity where the map holds the kernel; pool back with averaging matmuls
+built from the sizes). The small-map rule truncates a float product: torch.export keeps Python's double arithmetic,
+but the ONNX translation computes it in float32, so at rare sizes where the two round differently (where
+``k * long / short`` is an integer, e.g. a 5 x 45 stage map with k = 7: 62 in double, 63 in float32) an ONNX graph
+resizes that map by one pixel more than the official model.
+
 The registered models are built in the reparameterised (deploy) form by default, the form the paper's parameter
 counts describe; ``deploy=False`` builds the training form (dilated branches with BatchNorms), which
 :meth:`OverLoCK.reparameterize` turns into the deploy form. ``checkpoint_filter_fn`` loads the authors' training-form
@@ -46,7 +53,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from backbonezoo.kernels import local_aggregate, local_scores
-from backbonezoo.layers import ChannelAffine, opaque_to_tracing
+from backbonezoo.layers import ChannelAffine, is_tracing, opaque_to_tracing
 
 __all__ = ['OverLoCK', 'checkpoint_filter_fn']
 
@@ -249,7 +256,56 @@ def neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kernel_size: int
     return local_aggregate(attn, v, kernel_size, backend=backend)
 
 
-@register_notrace_module  # the small-map rule branches on the map size: a leaf for torch.fx
+@opaque_to_tracing  # SymInt arithmetic (torch.sym_*), which TorchScript cannot compile
+def contmix_size(height: int, width: int, kernel_size: int) -> tuple[int, int]:
+    """The map size ContMix mixes at: the map itself, or, when its short side is below the kernel, the official
+    small-map rule ``(k, int(k / h * w))`` if ``h < w`` else ``(int(k / w * h), k)``.
+
+    The rule truncates a float product, which can be one less than exact arithmetic (``k, h, w = 7, 5, 45`` gives
+    62, not 63; a square 11 x 11 map with ``k = 15`` becomes 14 x 15), so it is kept as float operations. It is
+    written without branches, so that torch.export keeps the sizes symbolic: ``t = max(k, short side)`` is ``k`` on
+    small maps and the short side otherwise, where the same expressions give the map itself (``t / t`` is exactly
+    1.0), and the ``h < w`` case is selected arithmetically.
+    """
+    t = torch.sym_max(kernel_size, torch.sym_min(height, width))
+    h_short = torch.sym_min(1, torch.sym_max(0, width - height))  # 1 when h < w, else 0
+    size_h = h_short * t + (1 - h_short) * torch.sym_int(t / width * height)
+    size_w = h_short * torch.sym_int(t / height * width) + (1 - h_short) * t
+    return size_h, size_w
+
+
+@opaque_to_tracing  # compares sizes
+def needs_resize(size: tuple[int, int], in_size: tuple[int, int]) -> bool:
+    """Whether ContMix resamples: on small maps in eager mode; always when traced (torch.compile / torch.export), where
+    comparing symbolic sizes would fix them, and resampling to the same size is the identity (bilinear at scale 1
+    samples every pixel at offset 0, an average pool to the same size averages single pixels)."""
+    return is_tracing() or size[0] != in_size[0] or size[1] != in_size[1]
+
+
+def _pool_matrix(in_size: int, out_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(out, in) averaging weights of adaptive average pooling along one axis: output ``i`` averages inputs
+    ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)`` (exclusive), PyTorch's windows."""
+    out_index = torch.arange(out_size, device=like.device)[:, None]
+    start = out_index * in_size // out_size
+    end = ((out_index + 1) * in_size + out_size - 1) // out_size
+    position = torch.arange(in_size, device=like.device)
+    inside = (position >= start) & (position < end)
+    return inside.to(like.dtype) / (end - start).to(like.dtype)
+
+
+@opaque_to_tracing  # dispatches on tracing
+def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; traced, the same windows as two small averaging matmuls built from the
+    sizes, so that the input and output sizes stay symbolic (the aten op's decomposition and its ONNX translation need
+    static sizes)."""
+    if not is_tracing():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pool_matrix(x.shape[-2], size[0], x)
+    cols = _pool_matrix(x.shape[-1], size[1], x)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+@register_notrace_module  # the small-map rule depends on the map size: a leaf for torch.fx
 class ContMixBlock(nn.Module):
     """Focus-Net block: ContMix dynamic convolution on (features, context) followed by a GRN MLP.
 
@@ -331,18 +387,18 @@ class ContMixBlock(nn.Module):
         """Dynamic kernels from (normalised features + context) ``xf`` applied to the features ``x``."""
         batch, _, height, width = x.shape
         in_size = (height, width)
-        if min(height, width) < self.kernel_size:
-            # official small-map rule: resize so that the short side equals the kernel (floor for the long side),
-            # mix there, then average-pool back
-            k = self.kernel_size
-            size = (k, int(k / height * width)) if height < width else (int(k / width * height), k)
+        # official small-map rule: resize so that the short side equals the kernel (see contmix_size), mix there,
+        # then average-pool back
+        size = contmix_size(height, width, self.kernel_size)
+        resize = needs_resize(size, in_size)
+        if resize:
             x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
             xf = F.interpolate(xf, size=size, mode='bilinear', align_corners=False)
             height, width = size
         groups, small, large = self.num_groups, self.small_kernel_size, self.kernel_size
         query = self.query(xf[:, : self.dim]) * self.scale
         pool = self.context_pool_size
-        key = self.key(F.adaptive_avg_pool2d(xf[:, self.dim :], pool))
+        key = self.key(adaptive_avg_pool(xf[:, self.dim :], (pool, pool)))
         query = query.reshape(batch, groups, -1, height * width).transpose(-1, -2)  # (B, G, HW, c)
         key = key.reshape(batch, groups, -1, pool * pool)  # (B, G, c, 49)
         # (q . k_l) then the 49 -> taps projection, reassociated: q . (sum_l k_l W[t, l]) costs c*T, not 49*(c+T)
@@ -359,8 +415,8 @@ class ContMixBlock(nn.Module):
         out_large = neighborhood_aggregate(attn_large, value[1], large, backend)
         out = torch.cat([out_small, out_large], dim=1)  # (B, 2G, H, W, c)
         out = out.permute(0, 1, 4, 2, 3).reshape(batch, -1, height, width)
-        if (height, width) != in_size:
-            out = F.adaptive_avg_pool2d(out, in_size)
+        if resize:
+            out = adaptive_avg_pool(out, in_size)
         return out
 
     def forward(self, x: torch.Tensor, overview: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,10 @@ Network (ours): a two-conv stem (stride 4), four stages of pre-norm blocks (MSA-
 convolutions, strides 4 / 8 / 16 / 32. Blocks alternate: even blocks plain MSA-Conv (dilation 1); odd blocks the
 long-range form (stage dilation, inter-pooling, cyclic shift). Nothing depends on the input size (no position
 embedding, no window partition), so one model runs at any size of at least 32 (odd sides are rounded up at each
-stride-2 step, like a padded convolution).
+stride-2 step, like a padded convolution). The size arithmetic is written as products (pad to ``f * ceil(H / f)``),
+never as remainders or slices of a padded map, so torch.export and the dynamo ONNX exporter keep H and W symbolic:
+one exported graph runs at other sizes, from about half the traced side up (the fast local-attention tiling is sized
+at the traced size and needs two tiles per dilation group: 113 px for a graph traced at 224).
 
 Tensors inside the stages are NHWC; ``forward_features`` and the intermediates are NCHW.
 """
@@ -55,7 +58,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import is_tracing, opaque_to_tracing
+from backbonezoo.layers import opaque_to_tracing
 
 __all__ = ['TiC', 'MSAConv', 'msa_conv', 'checkpoint_filter_fn']
 
@@ -87,10 +90,11 @@ def space_to_batch(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def batch_to_space(x: torch.Tensor, factor: int, batch: int) -> torch.Tensor:
-    """Inverse of :func:`space_to_batch` (``batch`` = B)."""
+    """Inverse of :func:`space_to_batch` (``batch`` = B) with the heads merged into channels:
+    (B * f * f, heads, H / f, W / f, d) -> (B, H, W, heads * d), one copy into the NHWC layout."""
     _, heads, h, w, d = x.shape
-    x = x.reshape(batch, factor, factor, heads, h, w, d).permute(0, 3, 4, 1, 5, 2, 6)
-    return x.reshape(batch, heads, h * factor, w * factor, d)
+    x = x.reshape(batch, factor, factor, heads, h, w, d).permute(0, 4, 1, 5, 2, 3, 6)
+    return x.reshape(batch, h * factor, w * factor, heads * d)
 
 
 @opaque_to_tracing  # dispatches in Python (backbonezoo.kernels) and reshapes by the map size
@@ -122,9 +126,13 @@ def msa_conv(
     if f > 1:
         if pool_weight is None:
             raise ValueError(f'msa_conv: pool_factor={f} needs pool_weight (2C, 1, {f}, {f}); got None')
-        pad_h, pad_w = (f - H % f) % f, (f - W % f) % f
-        if is_tracing() or pad_h or pad_w:  # no branch on symbolic sizes when traced
-            qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))  # zeros: padded queries are cropped, padded keys pooled in
+        # Pad up to f * (pooled side), written as that product rather than as a remainder `(-H) % f`: traced with
+        # symbolic H / W the padded side is then literally `f * pooled`, so torch.export proves the space-to-batch
+        # reshapes and the pooled keys' size equal to the sub-images' without guards (a remainder form leaves `Mod`
+        # terms the solver cannot cancel, and the export only runs at the traced size). Always padded (by 0 on
+        # multiples of f): no branch on sizes. Zeros: padded queries are cropped, padded keys are pooled in.
+        pooled_h, pooled_w = (H + f - 1) // f, (W + f - 1) // f
+        qkv = F.pad(qkv, (0, 0, 0, f * pooled_w - W, 0, f * pooled_h - H))
     q, kv = qkv.split([dim, 2 * dim], dim=-1)
     if f > 1:
         kv = F.conv2d(kv.permute(0, 3, 1, 2), pool_weight, pool_bias, stride=f, groups=2 * dim).permute(0, 2, 3, 1)
@@ -140,7 +148,9 @@ def msa_conv(
         v = v.unsqueeze(1).expand(-1, f * f, -1, -1, -1, -1).flatten(0, 1)
     out = local_attention(q, k, v, kernel_size, dilation=dilation, border='zero', backend=backend)
     if f > 1:
-        out = batch_to_space(out, f, B)[:, :, :H, :W]
+        # cropped by a negative pad (a copy, which the projection would make anyway): a slice view's contiguity is
+        # decided on the sizes (empty crop or not), a guard that pins exported graphs to the traced sides' parity
+        return F.pad(batch_to_space(out, f, B), (0, 0, 0, W - f * pooled_w, 0, H - f * pooled_h))
     return out.permute(0, 2, 3, 1, 4).reshape(B, H, W, dim)
 
 
@@ -295,8 +305,10 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x).permute(0, 3, 1, 2)
-        # always padded (by 0 on even sides): no branch on the size, so traced graphs keep H and W dynamic
-        x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        # always padded (by 0 on even sides): no branch on the size, so traced graphs keep H and W dynamic; the pad
+        # is `2 * ceil(side / 2) - side` so that the padded side is symbolically even (see msa_conv)
+        height, width = x.shape[-2:]
+        x = F.pad(x, (0, 2 * ((width + 1) // 2) - width, 0, 2 * ((height + 1) // 2) - height))
         return self.conv(x).permute(0, 2, 3, 1)
 
 

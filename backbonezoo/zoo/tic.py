@@ -42,11 +42,6 @@ FAMILY = Family(
     extra={
         'mm_type': 'TiC',
         'variants_ours': True,
-        'onnx_dynamic_hw': False,
-        'onnx_dynamic_hw_reason': (
-            "inter-pooling's divisibility guards (space-to-batch by the pooling factor) defeat torch.export's shape "
-            'solver, so exported graphs run at the traced size'
-        ),
         'flops_convention': 'multiply-accumulates, batch 1, MSA-Conv counted by the local_attention handle '
         '(k*k keys per query, d_qk + d_v MACs each); no paper figures to compare with',
         'notes': (

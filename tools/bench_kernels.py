@@ -247,23 +247,16 @@ def _partition_sdpa(case: dict):
 
 def _model_callable(case: dict, impl: str):
     import timm
+    from benchmark import kernel_backend  # this folder's model benchmark
 
     import backbonezoo  # noqa: F401  (registers the zoo's models)
-    from backbonezoo.kernels._backend import ENV_VAR
 
     model = timm.create_model(case['model'], features_only=True, **case['kwargs']).eval()
-    backend = 'reference' if impl == 'materialising' else None
+    backend = 'reference' if impl == 'materialising' else 'auto'  # 'auto': an outer setting must not leak in
 
     def run(x):
-        old = os.environ.pop(ENV_VAR, None)
-        if backend is not None:
-            os.environ[ENV_VAR] = backend
-        try:
+        with kernel_backend(backend):
             return model(x)[-1]
-        finally:
-            os.environ.pop(ENV_VAR, None)
-            if old is not None:
-                os.environ[ENV_VAR] = old
 
     return run
 

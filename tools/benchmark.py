@@ -306,16 +306,16 @@ def run_memory_subprocess(target: Target, impl: str, args: argparse.Namespace) -
 
 
 def interleaved_inference(target: Target, impls: tuple[str, ...], args: argparse.Namespace) -> dict[str, tuple]:
-    """``{impl: (batch seconds, batch-1 seconds)}``: every implementation's model built side by side and timed
+    """``{impl: (model, batch seconds, batch-1 seconds)}``: every implementation's model built side by side and timed
     round-robin (``interleaved_medians``), each call under its own kernel backend."""
     device = torch.device(args.device)
     batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
     single = batch[:1].clone()
-    fns = {}
+    fns, models = {}, {}
     for impl in impls:
         backend = 'reference' if impl == 'reference' else None
         with kernel_backend(backend):
-            model = build_model(target, impl, device)
+            model = models[impl] = build_model(target, impl, device)
         runner = torch.compile(model) if args.compile else model
 
         def infer(x, runner=runner, backend=backend):
@@ -325,20 +325,18 @@ def interleaved_inference(target: Target, impls: tuple[str, ...], args: argparse
         fns[(impl, 'batch')] = functools.partial(infer, batch)
         fns[(impl, 'single')] = functools.partial(infer, single)
     medians = interleaved_medians(fns, args.repeats, args.warmup, device)
-    return {impl: (medians[(impl, 'batch')], medians[(impl, 'single')]) for impl in impls}
+    return {impl: (models[impl], medians[(impl, 'batch')], medians[(impl, 'single')]) for impl in impls}
 
 
-def measure(
-    target: Target, impl: str, args: argparse.Namespace, peak: float, gmacs: float, timed: tuple[float, float]
-) -> Row:
-    """The row of one implementation; ``timed`` = its (batch, batch-1) seconds from ``interleaved_inference``."""
+def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gmacs: float, timed: tuple) -> Row:
+    """The row of one implementation; ``timed`` = its (model, batch seconds, batch-1 seconds) from
+    ``interleaved_inference``."""
     import timm
 
     device = torch.device(args.device)
     backend = 'reference' if impl == 'reference' else None
-    throughput_s, latency_s = timed
+    model, throughput_s, latency_s = timed
     with kernel_backend(backend):
-        model = build_model(target, impl, device)
         params = sum(p.numel() for p in model.parameters())
         batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
 
@@ -646,14 +644,14 @@ def main(argv: list[str] | None = None) -> int:
         plan = [(t, impl) for t in targets for impl in _impls_for(t, args.vs)]
         new_rows: dict[str, list[Row]] = {}
         gmacs: dict[str, float] = {}
-        timings: dict[str, dict[str, tuple]] = {}
+        timed: tuple[str | None, dict[str, tuple]] = (None, {})  # the current model's implementations only
         for index, (target, impl) in enumerate(tqdm(plan, desc='benchmark', unit='model')):
             counted = impl if impl.startswith('timm:') else target.model  # a peer is another architecture
             if counted not in gmacs:
                 gmacs[counted] = count_gmacs(target, impl)
-            if target.model not in timings:  # all of a model's implementations, timed together
-                timings[target.model] = interleaved_inference(target, _impls_for(target, args.vs), args)
-            row = measure(target, impl, args, peak, gmacs[counted], timings[target.model][impl])
+            if timed[0] != target.model:  # all of a model's implementations, timed together
+                timed = (target.model, interleaved_inference(target, _impls_for(target, args.vs), args))
+            row = measure(target, impl, args, peak, gmacs[counted], timed[1][impl])
             new_rows.setdefault(target.model, []).append(row)
             tqdm.write(
                 f'{row.model:<28} {row.impl:<9} {row.infer_img_s:8.2f} img/s {row.latency_ms:8.1f} ms '

@@ -46,7 +46,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from backbonezoo.kernels import local_aggregate, local_scores, selective_scan
-from backbonezoo.layers import ChannelAffine, opaque_to_tracing
+from backbonezoo.layers import ChannelAffine, opaque_to_tracing, size_oblivious
 
 __all__ = ['A2Mamba', 'checkpoint_filter_fn']
 
@@ -99,6 +99,17 @@ def scan_hidden_states(
         shape = (u.shape[0], u.shape[1], A.shape[1], u.shape[2])
         return u.new_empty(shape, dtype=torch.promote_types(u.dtype, torch.float32))
     return selective_scan(u, delta, A, B, delta_bias=delta_bias, delta_softplus=True, backend=backend)
+
+
+@opaque_to_tracing  # a context manager inside: TorchScript keeps it in Python
+def _states_per_head_half(states: torch.Tensor, half: int, head_dim: int, height: int, width: int) -> torch.Tensor:
+    """``(B, C, 1, L)`` scan states as ``(2, B, half, H, W, head_dim)``: the two head halves, each in map layout.
+
+    Symbolic sizes: the view splits L into a map of at least the window per side (checked on the input), so its
+    layout questions (is H or W 1?) are answered size-obliviously instead of pinning an exported graph.
+    """
+    with size_oblivious(not isinstance(height, int) or not isinstance(width, int)):
+        return states.view(states.shape[0], 2, half, head_dim, height, width).permute(1, 0, 2, 4, 5, 3)
 
 
 def resize_global_bias(bias: torch.Tensor, length: int) -> torch.Tensor:
@@ -188,9 +199,10 @@ class A2SSM(nn.Module):
         batch, dim, height, width = x.shape
         length = height * width
         u = self.act(self.conv2d(x)).flatten(2)  # (B, C, L), raster order
-        x_dbl = torch.matmul(self.x_proj_weight, u)
+        # bmm over the expanded weight: matmul would fold (B, C, L) into rows, a reshape that asks whether L is 1
+        x_dbl = torch.bmm(self.x_proj_weight.expand(batch, -1, -1), u)
         dts, b_ssm, c_ssm = torch.split(x_dbl, [self.dt_rank, 1, 1], dim=1)
-        dts = torch.matmul(self.dt_projs_weight, dts)
+        dts = torch.bmm(self.dt_projs_weight.expand(batch, -1, -1), dts)
         # The official model runs the SSM readout in float32, also under autocast; here in the parameters' dtype
         # (float32 unless the model itself was converted, e.g. to bfloat16: then the scan's states are cast to it).
         dtype = self.Ds.dtype
@@ -199,7 +211,7 @@ class A2SSM(nn.Module):
         ).to(dtype)  # (B, C, 1, L)
         # Channels are (head half, head, head_dim) like q / k / v; aggregate each half with its attention map.
         half, head_dim = self.num_heads // 2, dim // self.num_heads
-        states = states.view(batch, 2, half, head_dim, height, width).permute(1, 0, 2, 4, 5, 3)
+        states = _states_per_head_half(states, half, head_dim, height, width)
         # The first half aggregates with dilation 1 whatever its attention used (the official code hard-codes it).
         states1 = neighborhood_aggregate(attn1.to(states.dtype), states[0], window_size, (1, 1), self.kernel_backend)
         states2 = neighborhood_aggregate(attn2.to(states.dtype), states[1], window_size, dilation, self.kernel_backend)

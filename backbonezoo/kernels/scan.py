@@ -46,23 +46,77 @@ def _scan_reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.stack(states, dim=-1)
 
 
-def _scan_hillis_steele(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The same recurrence in ceil(log2(L)) vectorised steps (Hillis-Steele inclusive scan).
+_CHUNK = 64  # tokens per chunk of the torch scan (a power of two: log2 of it in-chunk steps)
+_FLAT_UP_TO = 1024  # eager scans up to this length: flat Hillis-Steele
+_TRACED_STEPS = 16  # steps of a scan over a symbolic length: up to 2**16 tokens (a 1024x1024 input at stride 4)
+
+
+def _hillis_steele_(a: torch.Tensor, b: torch.Tensor, steps: int, cumulative: bool) -> None:
+    """In place, over the last axis: ``b`` becomes the inclusive scan of (a, b) after ``steps`` Hillis-Steele steps
+    (enough for up to ``2 ** steps`` positions), ``a`` the running products of a (when ``cumulative``; otherwise it
+    is left partly updated).
 
     Each step combines (a_{t-k}, b_{t-k}) into (a_t, b_t) as (a_{t-k} a_t, a_t b_{t-k} + b_t). Only products of the
     a's (all in [0, 1] for a decaying SSM) and sums appear: no division, no exp of cumulative sums, so no overflow
-    however long the sequence.
+    however long the sequence. Right-hand sides are evaluated before each in-place update, so they read the previous
+    step's values.
     """
     length = b.shape[-1]
-    a, b = a.clone(), b.clone()
-    offset = 1
-    while offset < length:
-        # Right-hand sides are evaluated before the in-place update, so they read the previous step's values.
+    for step in range(steps):
+        offset = 1 << step
+        if isinstance(length, int) and offset >= length:
+            break
         b[..., offset:] = torch.addcmul(b[..., offset:], a[..., offset:], b[..., :-offset])
-        if offset * 2 < length:
+        if cumulative or 2 * offset < length:
             a[..., offset:] = a[..., offset:] * a[..., :-offset]
-        offset *= 2
+
+
+def _scan_shifted(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Hillis-Steele with shifts written as pads: no size-dependent slicing, for lengths a trace keeps symbolic."""
+    for step in range(steps):
+        offset = 1 << step
+        length = b.shape[-1]
+        b = torch.addcmul(b, a, F.pad(b, (offset, 0))[..., :length])
+        if step + 1 < steps:
+            a = a * F.pad(a, (offset, 0), value=1.0)[..., :length]
     return b
+
+
+def _scan_chunked(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The recurrence as a two-level scan: log2(chunk) in-place steps inside chunks of ``_CHUNK`` tokens, a scan of
+    the chunk carries (``1 / _CHUNK`` of the data) and one pass adding each chunk's incoming state.
+
+    About 8 full-size passes at 56x56 tokens where a flat Hillis-Steele scan takes 12 (1.3-1.7x faster there); eager
+    scans up to ``_FLAT_UP_TO`` tokens stay flat. A symbolic length (torch.export, torch.compile with dynamic shapes)
+    takes :func:`_scan_traced`.
+    """
+    length = b.shape[-1]
+    if not isinstance(length, int):
+        return _scan_traced(a, b)
+    if length <= _FLAT_UP_TO:  # short: the flat scan's few extra steps cost less than the chunking
+        a, b = a.clone(), b.clone()
+        _hillis_steele_(a, b, max(length - 1, 0).bit_length(), cumulative=False)
+        return b
+    chunks = -(-length // _CHUNK)
+    pad = chunks * _CHUNK - length
+    # Padding past the end: a = 1, b = 0 (never read by a real position: the scan only looks backwards).
+    a = F.pad(a, (0, pad), value=1.0).unflatten(-1, (chunks, _CHUNK))
+    b = F.pad(b, (0, pad)).unflatten(-1, (chunks, _CHUNK))
+    _hillis_steele_(a, b, _CHUNK.bit_length() - 1, cumulative=True)
+    # state entering chunk k: the scan of the chunk ends (a: whole-chunk products, b: chunk-local end states)
+    carried = _scan_chunked(a[..., :-1, -1].contiguous(), b[..., :-1, -1].contiguous())
+    b[..., 1:, :] = torch.addcmul(b[..., 1:, :], a[..., 1:, :], carried[..., None])
+    return b.flatten(-2)[..., :length]
+
+
+def _scan_traced(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_scan_chunked` for a symbolic length: a flat scan of a fixed ``_TRACED_STEPS`` steps with shifts written
+    as pads, so the graph holds no guard on the length and serves every length up to ``2 ** _TRACED_STEPS`` (at
+    56x56 tokens that is 16 steps where the eager scan takes about 8 passes: the price of one graph for all sizes)."""
+    length = b.shape[-1]
+    limit = 1 << _TRACED_STEPS
+    torch._check(length <= limit, lambda: f'linear_scan: a traced scan takes at most {limit} positions, got {length}')
+    return _scan_shifted(a, b, _TRACED_STEPS)
 
 
 def _scan_triton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -71,7 +125,7 @@ def _scan_triton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return linear_scan_triton(a, b)
 
 
-_SCANS = {'torch': _scan_hillis_steele, 'triton': _scan_triton}
+_SCANS = {'torch': _scan_chunked, 'triton': _scan_triton}
 
 
 class _LinearScan(torch.autograd.Function):

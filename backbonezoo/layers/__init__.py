@@ -9,7 +9,7 @@
 from .attention import dense_attention
 from .bn_fold import cached_fold, fold_batchnorm, merge_distillation_head, unfuse_conv_bn
 from .scale import ChannelAffine
-from .tracing import is_tracing, opaque_to_tracing
+from .tracing import is_tracing, opaque_to_tracing, size_oblivious
 
 __all__ = [
     'ChannelAffine',
@@ -19,5 +19,6 @@ __all__ = [
     'is_tracing',
     'merge_distillation_head',
     'opaque_to_tracing',
+    'size_oblivious',
     'unfuse_conv_bn',
 ]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
 from timm.layers import register_notrace_function
 
-__all__ = ['is_tracing', 'opaque_to_tracing']
+__all__ = ['is_tracing', 'opaque_to_tracing', 'size_oblivious']
 
 _F = TypeVar('_F', bound=Callable)
 
@@ -31,3 +32,21 @@ def is_tracing() -> bool:
     """True under torch.compile and torch.export (non-strict export is not "compiling"): code that branches on map
     sizes must take the size-independent path then, or the captured graph is specialised to one size."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+@contextlib.contextmanager
+def size_oblivious(enabled: bool = True) -> Iterator[None]:
+    """Size-oblivious shape reasoning for the code inside, when ``enabled`` (pass whether sizes are symbolic).
+
+    Views and contiguity checks over symbolic sizes ask whether a size is 1 (its stride would not matter); the
+    answer becomes a guard that pins an exported graph to one side of it. Inside, backed sizes are treated as
+    unknown sizes >= 2 for such layout decisions. Use it only around code whose sizes cannot be 0 or 1 where the
+    answer would change the result (layout-only questions, or sizes the caller has checked). Eager calls: no-op.
+    """
+    if not enabled:
+        yield
+        return
+    from torch.fx.experimental import _config
+
+    with _config.patch(backed_size_oblivious=True):
+        yield

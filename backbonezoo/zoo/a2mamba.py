@@ -47,17 +47,6 @@ FAMILY = Family(
         'official code (parameters(), the tied rpb counted once).'
     ),
     extra=dict(
-        onnx_dynamic_hw=False,
-        onnx_dynamic_hw_reason=(
-            "A2Mamba's own size arithmetic is symbolic (the dilation min(H // window, window) through torch.sym_min, "
-            'the stage-4 bias always resized: bicubic at scale 1 is the identity), but two guards in '
-            "backbonezoo.kernels pin each graph to a range of sizes: the selective scan's torch path loops "
-            "`while offset < length` (ceil(log2 L) Hillis-Steele steps), so every stage's token count L stays in "
-            "its traced power-of-two bracket (2^(n-1), 2^n]; and the neighbourhood tiling's "
-            "`arange(dilation)[:, None, None]` asks `dilation < 2` (a contiguity check), fixing each stage's "
-            'second-half dilation to 1 or to >= 2 (at 224 stage 4 has dilation 1, i.e. inputs up to 416 px). '
-            'The exported graph is therefore exported and checked at its traced size only'
-        ),
         official_commit='LMMMEng/A2Mamba@a9ea14c6ab11d3cfd5cbc600651d710397a707ad',
         checkpoint_nesting=('state_dict', None),
         crop_pct={'nano': 0.9, 'tiny': 0.9, 'small': 0.9, 'base': 0.95, 'large': 0.975},

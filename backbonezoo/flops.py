@@ -277,6 +277,20 @@ def _local_aggregate_macs(call: dict, result: Any) -> float:
     return call['attn'].numel() * call['v'].shape[-1]
 
 
+def _local_probs_macs(call: dict, result: Any) -> float:
+    """One d_qk dot product per (query, window slot), whatever layout the maps are returned in."""
+    q = call['q']
+    kh, kw = _pair_of(call['kernel_size'])
+    return q[..., 0].numel() * kh * kw * q.shape[-1]
+
+
+def _local_aggregate_probs_macs(call: dict, result: Any) -> float:
+    """One d_v product per (query, window slot)."""
+    v = call['v']
+    kh, kw = _pair_of(call['kernel_size'])
+    return v[..., 0].numel() * kh * kw * v.shape[-1]
+
+
 def _local_attention_macs(call: dict, result: Any) -> float:
     """Every query attends kh * kw keys: d_qk + d_v MACs per (query, key)."""
     q, v = call['q'], call['v']
@@ -320,6 +334,8 @@ _FUNCTION_HANDLES: dict[tuple[str, str], Callable[[dict, Any], float]] = {
     ('backbonezoo.kernels', 'local_scores'): _local_scores_macs,
     ('backbonezoo.kernels', 'local_aggregate'): _local_aggregate_macs,
     ('backbonezoo.kernels', 'local_attention'): _local_attention_macs,
+    ('backbonezoo.kernels', 'local_probs'): _local_probs_macs,
+    ('backbonezoo.kernels', 'local_aggregate_probs'): _local_aggregate_probs_macs,
     ('backbonezoo.kernels.routing', 'region_routing'): _region_routing_macs,
     ('backbonezoo.kernels.routing', 'routing_attention'): _routing_attention_macs,
 }

@@ -240,12 +240,14 @@ def test_other_family_checkpoint_raises(parity):
 # --- 4. kernels ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('global_mode', [False, True])
-def test_mass_backends_agree(global_mode, monkeypatch):
+@pytest.mark.parametrize('global_mode,window_dilation', [(False, 1), (True, 1), (False, 2)])
+def test_mass_backends_agree(global_mode, window_dilation, monkeypatch):
     """MASS gives the same output with the reference kernels, the fast torch kernels and the default backend
-    (chosen through BACKBONEZOO_KERNEL_BACKEND, which also reaches the scan)."""
+    (chosen through BACKBONEZOO_KERNEL_BACKEND, which also reaches the scan). window_dilation 2 (no released
+    variant) takes the window-layout maps: the SSM re-applies head half 1's map with dilation 1."""
     torch.manual_seed(0)
-    mixer = MASS(16, 4, window_size=3, global_mode=global_mode, global_size=(5, 7)).eval()
+    mixer = MASS(16, 4, window_size=3, window_dilation=window_dilation, global_mode=global_mode, global_size=(5, 7))
+    mixer = mixer.eval()
     with torch.no_grad():
         mixer.rpb.normal_()
         if global_mode:

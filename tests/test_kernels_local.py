@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from backbonezoo.kernels import local_aggregate, local_attention, local_scores
+from backbonezoo.kernels import local_aggregate, local_aggregate_probs, local_attention, local_probs, local_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,10 +214,15 @@ def _check_against_reference(height, width, kwargs, bias_kind, backend, batch=2,
         out = local_attention(*leaves, bias=b, backend=name, **kwargs)
         scores = local_scores(leaves[0], leaves[1], bias=b, scale=0.3, backend=name, **kwargs)
         agg = local_aggregate(scores.softmax(-1), leaves[2], backend=name, **kwargs)
+        # the same map applied twice from local_probs' layout (the second time to other values)
+        probs = local_probs(leaves[0], leaves[1], bias=b, scale=0.7, backend=name, **kwargs)
+        twice = local_aggregate_probs(probs, leaves[2], backend=name, **kwargs)
+        twice = twice + local_aggregate_probs(probs, leaves[2].flip(-1) * 2, backend=name, **kwargs)
         grad_out = torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)
-        ((out * grad_out).sum() + (agg * grad_out.flip(0)).sum() + scores.square().sum() * 1e-2).backward()
-        results[name] = [out, scores, agg] + [t.grad for t in leaves] + ([b.grad] if b is not None else [])
-    labels = ['attention', 'scores', 'aggregate', 'grad q', 'grad k', 'grad v', 'grad bias']
+        loss = (out * grad_out).sum() + (agg * grad_out.flip(0)).sum() + scores.square().sum() * 1e-2
+        (loss + (twice * grad_out.flip(-1)).sum()).backward()
+        results[name] = [out, scores, agg, twice] + [t.grad for t in leaves] + ([b.grad] if b is not None else [])
+    labels = ['attention', 'scores', 'aggregate', 'probs, aggregated twice', 'grad q', 'grad k', 'grad v', 'grad bias']
     for label, got, expected in zip(labels, results[backend], results['reference']):
         assert _rel(got, expected) <= (1e-5 if label[:4] != 'grad' else 1e-4), f'{label}: {_rel(got, expected):.2e}'
 
@@ -291,6 +296,14 @@ def test_backend_env_default(monkeypatch):
         (lambda q, k, v: local_attention(q, k, v, 3, backend='cuda'), 'backend'),
         (lambda q, k, v: local_aggregate(torch.zeros(1, 2, 5, 5, 8), v, 3), 'attn shape'),
         (lambda q, k, v: local_aggregate(torch.zeros(1, 2, 5, 5, 9).double(), v, 3), 'attn dtype'),
+        (lambda q, k, v: local_aggregate_probs(torch.zeros(1, 2, 5, 5, 9), v, 3), 'the layout local_probs gives'),
+        (
+            lambda q, k, v: local_aggregate_probs(
+                local_probs(*[q.repeat(1, 1, 3, 3, 1)] * 2, 3), v.repeat(1, 1, 3, 3, 1), 5
+            ),
+            'the layout local_probs',
+        ),
+        (lambda q, k, v: local_aggregate_probs(local_probs(q, k, 3), v.double(), 3), 'probs is torch.float32'),
     ],
 )
 def test_named_errors(call, match):

@@ -21,6 +21,10 @@ inputs must be >= 193 px per side (``ceil(H / 32) >= 7``); smaller ones raise a 
 head half follows the map size, so each input size has its own receptive pattern (as in the official model). At
 sizes other than ``img_size`` the stage-4 bias is resized the official way, bicubically as an ``(N, N)`` image
 (``F.interpolate(..., mode='bicubic', align_corners=False)``), so outputs match the official model at every size.
+
+Kernels: each head half's map is made once by ``backbonezoo.kernels.local_probs`` and applied twice (to the values,
+then to the SSM's hidden states) by ``local_aggregate_probs``, in the fast path's own tiled layout. Dynamic-H/W export
+works: dilations, scan lengths and the stage-4 bias size stay symbolic.
 """
 
 import math
@@ -45,7 +49,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from backbonezoo.kernels import local_aggregate, local_scores, selective_scan
+from backbonezoo.kernels import local_aggregate, local_aggregate_probs, local_probs, local_scores, selective_scan
 from backbonezoo.layers import ChannelAffine, opaque_to_tracing, size_oblivious
 
 __all__ = ['A2Mamba', 'checkpoint_filter_fn']
@@ -75,6 +79,27 @@ def neighborhood_scores(
 ) -> torch.Tensor:
     """:func:`backbonezoo.kernels.local_scores` with NATTEN's shifted borders."""
     return local_scores(q, k, window, dilation=dilation, bias=bias, backend=backend)
+
+
+@opaque_to_tracing
+def neighborhood_probs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    window: tuple[int, int],
+    dilation: tuple[int, int],
+    bias: torch.Tensor,
+    backend: str | None,
+) -> torch.Tensor:
+    """Softmaxed :func:`neighborhood_scores`, in :func:`backbonezoo.kernels.local_probs`'s reusable layout."""
+    return local_probs(q, k, window, dilation=dilation, bias=bias, backend=backend)
+
+
+@opaque_to_tracing
+def neighborhood_aggregate_probs(
+    probs: torch.Tensor, v: torch.Tensor, window: tuple[int, int], dilation: tuple[int, int], backend: str | None
+) -> torch.Tensor:
+    """:func:`backbonezoo.kernels.local_aggregate_probs` with NATTEN's shifted borders."""
+    return local_aggregate_probs(probs, v, window, dilation=dilation, backend=backend)
 
 
 @opaque_to_tracing
@@ -195,7 +220,10 @@ class A2SSM(nn.Module):
         attn2: torch.Tensor,
         window_size: tuple[int, int],
         dilation: tuple[int, int],
+        prepared: bool = False,
     ) -> torch.Tensor:
+        """``attn1`` / ``attn2``: the mixer's softmaxed maps, from ``local_probs`` when ``prepared``, else in window
+        layout."""
         batch, dim, height, width = x.shape
         length = height * width
         u = self.act(self.conv2d(x)).flatten(2)  # (B, C, L), raster order
@@ -213,8 +241,13 @@ class A2SSM(nn.Module):
         half, head_dim = self.num_heads // 2, dim // self.num_heads
         states = _states_per_head_half(states, half, head_dim, height, width)
         # The first half aggregates with dilation 1 whatever its attention used (the official code hard-codes it).
-        states1 = neighborhood_aggregate(attn1.to(states.dtype), states[0], window_size, (1, 1), self.kernel_backend)
-        states2 = neighborhood_aggregate(attn2.to(states.dtype), states[1], window_size, dilation, self.kernel_backend)
+        attn1, attn2, backend = attn1.to(states.dtype), attn2.to(states.dtype), self.kernel_backend
+        if prepared:
+            states1 = neighborhood_aggregate_probs(attn1, states[0], window_size, (1, 1), backend)
+            states2 = neighborhood_aggregate_probs(attn2, states[1], window_size, dilation, backend)
+        else:
+            states1 = neighborhood_aggregate(attn1, states[0], window_size, (1, 1), backend)
+            states2 = neighborhood_aggregate(attn2, states[1], window_size, dilation, backend)
         states = torch.cat([states1, states2], dim=1).permute(0, 1, 4, 2, 3)
         states = self.state_fusion(states.reshape(batch, self.num_heads, head_dim, length)).flatten(1, 2)
         # autocast leaves elementwise ops in their input dtype
@@ -286,10 +319,19 @@ class MASS(nn.Module):
         k1, k2 = k[:, :half], k[:, half:]
         v1, v2 = v[:, :half], v[:, half:]
         backend = self.kernel_backend
-        attn1 = neighborhood_scores(q1, k1, window, self.window_dilation, rpb, backend).softmax(-1)
-        v1 = neighborhood_aggregate(attn1, v1, window, self.window_dilation, backend)
-        attn2 = neighborhood_scores(q2, k2, window, dilation, rpb, backend).softmax(-1)
-        v2 = neighborhood_aggregate(attn2, v1 + v2, window, dilation, backend)  # cascade: sees v1'
+        # The SSM applies both maps again, to its hidden states: kept in the kernels' reusable layout (local_probs),
+        # unless half 1 attends with a dilation, which the SSM's dilation-1 aggregation does not share.
+        prepared = self.window_dilation == (1, 1)
+        if prepared:
+            attn1 = neighborhood_probs(q1, k1, window, self.window_dilation, rpb, backend)
+            v1 = neighborhood_aggregate_probs(attn1, v1, window, self.window_dilation, backend)
+            attn2 = neighborhood_probs(q2, k2, window, dilation, rpb, backend)
+            v2 = neighborhood_aggregate_probs(attn2, v1 + v2, window, dilation, backend)  # cascade: sees v1'
+        else:
+            attn1 = neighborhood_scores(q1, k1, window, self.window_dilation, rpb, backend).softmax(-1)
+            v1 = neighborhood_aggregate(attn1, v1, window, self.window_dilation, backend)
+            attn2 = neighborhood_scores(q2, k2, window, dilation, rpb, backend).softmax(-1)
+            v2 = neighborhood_aggregate(attn2, v1 + v2, window, dilation, backend)  # cascade: sees v1'
         y = torch.cat([v1, v2], dim=1)  # (B, heads, H, W, head_dim)
 
         if self.global_rpb is not None:
@@ -307,7 +349,7 @@ class MASS(nn.Module):
             y = y.transpose(-1, -2).contiguous().reshape(batch, dim, height, width)
         elif self.ssm is not None:
             y = y.permute(0, 1, 4, 2, 3).reshape(batch, dim, height, width)
-            y = self.ssm(y, attn1, attn2, window, dilation)
+            y = self.ssm(y, attn1, attn2, window, dilation, prepared)
 
         y = self.norm(y) + lepe
         # The official gate product and projection run in float32 also under autocast (the parameters' dtype here,

@@ -27,6 +27,8 @@ last tile may be partial; the output is always H x W).
 
 ``local_scores`` and ``local_aggregate`` are the two halves (NATTEN's ``na2d_qk`` / ``na2d_av``) for families that put
 something between them; ``local_attention(q, k, v) == local_aggregate(softmax(local_scores(q, k)), v)``.
+``local_probs`` / ``local_aggregate_probs`` are the same two halves around the softmax, for a map applied to several
+values: the map stays in the fast path's own layout between them.
 
 Backends (``backend=`` or env ``BACKBONEZOO_KERNEL_BACKEND``, see ``_backend.py``): ``'reference'`` gathers every
 window (the specification, not fast); ``'torch'`` is the fast PyTorch path (query tiles attending to one shared key
@@ -457,6 +459,77 @@ def local_attention(
 
         return triton_attention(q, k, v, geo, bias, kind, scale)
     return _torch_attention(q, k, v, geo, bias, kind, scale)
+
+
+def local_probs(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    kernel_size: _Size,
+    *,
+    stride: _Size = 1,
+    dilation: _Size = 1,
+    border: str = 'shift',
+    bias: torch.Tensor | None = None,
+    scale: float = 1.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``softmax(local_scores(q, k, ...))``, prepared for :func:`local_aggregate_probs` (any number of times).
+
+    For families that apply one attention map to several values (A2Mamba: the values, then the SSM's hidden states).
+    The layout is the backend's: ``(B, heads, H, W, K)`` window slots on 'reference' / 'triton'; on 'torch' the fast
+    path's query tiles by key regions ``(B, heads, tiles, T, R)``, zero off each query's window, so aggregating
+    skips re-tiling and scattering the map each time. Pass it only to ``local_aggregate_probs`` with the same
+    geometry and backend; for the window layout itself use ``local_scores``.
+    """
+    op = 'local_probs'
+    _check_qkv(op, q, k, None)
+    geo = _geometry(op, q.shape[2], q.shape[3], kernel_size, stride, dilation, border)
+    kind = _check_bias(op, bias, q, geo)
+    chosen = resolve_backend(backend, q, op)
+    if chosen != 'torch':
+        scores = local_scores(q, k, kernel_size, stride=stride, dilation=dilation, border=border, bias=bias,
+                              scale=scale, backend=chosen)  # fmt: skip
+        return _softmax(scores)
+    tiling = _tiling(geo, q.device, _split_tile(geo))
+    q_t = tiling.tile(q)
+    logits = torch.matmul(q_t if scale == 1.0 else q_t * scale, tiling.regions(k).transpose(-1, -2))
+    mask = tiling.bias(bias if kind == 'table' else None, q.dtype)  # (heads | 1, tiles, T, R): -inf off the window
+    if kind == 'query':
+        query_bias = tiling.scatter(tiling.tile(bias.expand(*q.shape[:4], -1)))
+        mask = query_bias if mask is None else query_bias + mask
+    return _softmax(logits if mask is None else logits + mask)
+
+
+def local_aggregate_probs(
+    probs: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: _Size,
+    *,
+    stride: _Size = 1,
+    dilation: _Size = 1,
+    border: str = 'shift',
+    backend: str | None = None,
+) -> torch.Tensor:
+    """:func:`local_aggregate` of maps made by :func:`local_probs` (same geometry and backend): ``(B, heads, H, W,
+    d_v)``."""
+    op = 'local_aggregate_probs'
+    chosen = resolve_backend(backend, v, op)
+    if chosen != 'torch':
+        return local_aggregate(probs, v, kernel_size, stride=stride, dilation=dilation, border=border, backend=chosen)
+    if v.dim() != 5 or not v.is_floating_point():
+        raise ValueError(f'{op}: v must be a 5-D floating point (B, heads, H, W, d_v) tensor; got {tuple(v.shape)}')
+    geo = _geometry(op, v.shape[2], v.shape[3], kernel_size, stride, dilation, border)
+    tiling = _tiling(geo, v.device, _split_tile(geo))
+    if _static(*probs.shape, *v.shape):
+        expected = (*v.shape[:2], tiling.tiles, tiling.queries, tiling.region)
+        if tuple(probs.shape) != expected:
+            raise ValueError(
+                f'{op}: probs has shape {tuple(probs.shape)}; expected {expected}, the layout local_probs gives on '
+                "the 'torch' backend for this geometry (maps in window layout go to local_aggregate)"
+            )
+    if probs.dtype != v.dtype or probs.device != v.device:
+        raise ValueError(f'{op}: probs is {probs.dtype} on {probs.device} but v is {v.dtype} on {v.device}')
+    return tiling.untile(torch.matmul(probs, tiling.regions(v)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

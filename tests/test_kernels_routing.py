@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from backbonezoo.kernels import region_routing, routing_attention
+from backbonezoo.kernels import routing as routing_module
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,8 +81,18 @@ def test_reference_matches_brute_force(h, w, num_regions, region_size, topk):
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
+def force_torch_path(monkeypatch, path: str) -> None:
+    """'chunks': never the dense path; 'dense': the dense path wherever the map needs no padding."""
+    monkeypatch.setattr(routing_module, '_DENSE_MAX_WASTE', 0 if path == 'chunks' else 10**9)
+
+
+@pytest.mark.parametrize('path', ['chunks', 'dense'])
 @pytest.mark.parametrize('h,w,num_regions,region_size,topk', CASES)
-def test_torch_path_matches_reference_float32(h, w, num_regions, region_size, topk):
+def test_torch_path_matches_reference_float32(h, w, num_regions, region_size, topk, path, monkeypatch):
+    """Both torch paths: routed chunks, and masked all-pairs attention (small maps routed to many regions)."""
+    if path == 'dense' and region_size is not None:
+        pytest.skip('padded maps always take the chunks')
+    force_torch_path(monkeypatch, path)
     q, k, v = qkv(h, w, dtype=torch.float32, grad=True, d_qk=8, d_v=8, heads=3)
     args = (num_regions, topk)
     ref = routing_attention(q, k, v, *args, region_size=region_size, backend='reference')
@@ -95,10 +106,13 @@ def test_torch_path_matches_reference_float32(h, w, num_regions, region_size, to
         assert (a - e).abs().max() <= 1e-4 * e.abs().max(), name
 
 
-@pytest.mark.parametrize('backend', ['reference', 'torch'])
+@pytest.mark.parametrize('backend', ['reference', 'torch', 'torch-dense'])
 @pytest.mark.parametrize('case', [(4, 6, 2, None, 2), (5, 3, None, 2, 2)])
-def test_gradcheck_float64(backend, case):
+def test_gradcheck_float64(backend, case, monkeypatch):
     h, w, num_regions, region_size, topk = case
+    if backend.startswith('torch'):
+        force_torch_path(monkeypatch, 'dense' if backend == 'torch-dense' else 'chunks')
+        backend = 'torch'
     q, k, v = qkv(h, w, grad=True, batch=1, heads=1, d_qk=2, d_v=2)
     index = region_routing(q, k, num_regions, topk, region_size=region_size)  # fixed routes: a smooth function
 
@@ -126,10 +140,12 @@ def test_routing_is_detached_float32_and_excludes_padding():
     assert torch.equal(routes[0, :, 0], (mean_q @ mean_k.T).argmax(-1))
 
 
-def test_output_layout_is_a_view_of_token_major_memory():
+@pytest.mark.parametrize('topk', [2, 16])  # 2 of 16 regions: routed chunks; 16 of 16: masked all-pairs attention
+def test_output_layout_is_a_view_of_token_major_memory(topk):
     q, k, v = qkv(8, 8, dtype=torch.float32)
-    out = routing_attention(q, k, v, 4, 2, backend='torch')
+    out = routing_attention(q, k, v, 4, topk, backend='torch')
     assert out.permute(0, 2, 3, 1, 4).is_contiguous()  # (B, H, W, heads, d) memory: free to merge heads
+    assert routing_module._dense_is_cheaper(16, topk, 8, 8) == (topk == 16)
 
 
 def test_torch_path_gathers_one_chunk_at_a_time():

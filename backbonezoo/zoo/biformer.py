@@ -78,9 +78,10 @@ FAMILY = Family(
         'eval_transform': 'Resize(256/224 * size, bicubic) + CenterCrop(size), ImageNet mean/std',
         'notes': [
             'Dense-task sizes (benchmarks/kernels.md, whole backbone, batch 1, 16 regions): at 800x1216 BiFormer-T / '
-            '-S run 2.1x / 2.4x faster than the official top-k key / value copies at 0.39x / 0.38x their peak '
-            'memory; at 512x512, 1.1-1.2x faster at 0.38x the memory. At 224 the linear layers dominate and the '
-            'routing gains little time (see the profile in benchmarks/profiles/).',
+            '-S run 2.3x faster than the official top-k key / value copies at 0.36x / 0.46x their peak memory; at '
+            '512x512, 1.1x faster at 0.39x / 0.45x the memory. At 224 (batch 16) 1.8x the throughput at 0.46x / '
+            '0.39x the memory: the linear layers take 45 % of the time there (see the profile in '
+            'benchmarks/profiles/).',
         ],
     },
 )

@@ -53,7 +53,8 @@ FAMILY = Family(
         onnx_export_slow=(
             'dynamo export of OverLoCK-XT (dynamic H / W) takes about 10 CPU-minutes (one thread) without the '
             'onnxscript graph optimisation the contract test skips (torch.export 172 s, decomposition + translation '
-            '423 s; the optimisation adds 524 s)'
+            '423 s; the optimisation adds 524 s), so it runs under make test-slow; make test exports the whole '
+            'architecture at a small width with dynamic H / W (tests/test_overlock.py, about 2.5 CPU-minutes)'
         ),
         params_note=(
             'sum(p.numel()) of the reparameterised model without the auxiliary head (equal to the official '

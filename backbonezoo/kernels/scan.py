@@ -15,8 +15,10 @@ with autocast disabled, like the official kernels, which take low-precision ``u`
 keep ``A``, ``D``, ``delta_bias`` and the states in float32.
 
 Backends: ``'reference'`` is the sequential loop (the specification, differentiable by autograd); ``'torch'`` a
-log-depth (Hillis-Steele) scan with a hand-written backward (the adjoint of a linear recurrence is the same
-recurrence run backwards), fast on CPU; ``'triton'`` the same Function with ``tl.associative_scan`` kernels.
+log-depth (Hillis-Steele) scan, two-level for long sequences (in chunks, then across them), with a hand-written
+backward (the adjoint of a linear recurrence is the same recurrence run backwards), fast on CPU; over a symbolic
+length (torch.export / dynamic compile) a fixed number of steps, so one graph serves every length up to 65536;
+``'triton'`` the same Function with ``tl.associative_scan`` kernels.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 - ``ChannelAffine``: a learned per-channel scale (A2Mamba, OverLoCK).
 - ``opaque_to_tracing``: marks a kernel-calling function as one opaque call for TorchScript and timm's fx tracer.
+- ``is_tracing`` / ``size_oblivious``: size-independent paths and layout-only shape reasoning under torch.export.
 - ``dense_attention``: all-pairs attention, SDPA or (``BACKBONEZOO_KERNEL_BACKEND=reference``) the materialising math.
 - ``bn_fold``: eval-time BN folding and the state-dict (un)fusing of BN-fused official checkpoints.
 """

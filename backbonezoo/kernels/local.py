@@ -497,7 +497,8 @@ def local_probs(
     if kind == 'query':
         query_bias = tiling.scatter(tiling.tile(bias.expand(*q.shape[:4], -1)))
         mask = query_bias if mask is None else query_bias + mask
-    return _softmax(logits if mask is None else logits + mask)
+    # in place: the logits are the matmul's fresh output (its backward reads only its inputs)
+    return _softmax(logits if mask is None else logits.add_(mask))
 
 
 def local_aggregate_probs(

@@ -31,7 +31,7 @@ from timm.models.efficientvit_msra import CascadedGroupAttention, ConvNorm, Loca
 
 from backbonezoo.kernels import local_attention
 from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
-from backbonezoo.layers.tracing import is_tracing
+from backbonezoo.layers.tracing import block_counts, crop, is_tracing
 
 __all__ = [
     'EvalFoldedConvNorm',
@@ -96,16 +96,7 @@ class KernelLocalWindowAttention(nn.Module):
             window, nh, nw = (H, W), 1, 1
         else:
             window = (ws, ws)
-            # the padded size as windows x window (not H + (-H) % ws): symbolic sizes under dynamic-shape export then
-            # simplify (padded // ws == windows), so the reshapes below add no guards that pin H / W
-            nh, nw = (H + ws - 1) // ws, (W + ws - 1) // ws
-            if is_tracing() and not (isinstance(H, int) and isinstance(W, int)):
-                # symbolic sizes (dynamic-shape export / compile; not torch.jit.trace, whose sizes are tensors and
-                # whose graphs, e.g. fvcore's FLOP count, must stay the eager computation): one more window of
-                # padding per axis. Windows never interact, and with at least two windows per axis no window count is
-                # 1 at the traced size, where shape checks would pin the graph to one window (maps <= ws) or to
-                # several (maps > ws)
-                nh, nw = nh + 1, nw + 1
+            nh, nw = block_counts(H, W, ws)  # windows never interact: an extra one when traced is exact
             pad_b, pad_r = nh * ws - H, nw * ws - W
             # traced (torch.export / compile): no branch on symbolic sizes, which would specialise the graph to one
             # size; a zero pad is a no-op
@@ -143,13 +134,7 @@ class KernelLocalWindowAttention(nn.Module):
             feat = out.squeeze(1).permute(0, 3, 1, 2)
             feats_out.append(feat)
         out = torch.cat(feats_out, 1)
-        if is_tracing():
-            # a negative pad crops into a new tensor: a slice view's contiguity metadata compares the padded and the
-            # real size, which would pin the exported graph to window-multiple maps
-            out = F.pad(out, (0, W - pw, 0, H - ph))
-        elif ph != H or pw != W:
-            out = out[:, :, :H, :W]
-        return attn.proj(out)
+        return attn.proj(crop(out, H, W))
 
 
 def _window_depthwise(dws: ConvNorm, q: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:

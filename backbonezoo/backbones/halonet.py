@@ -34,7 +34,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg, SelfAttnBlock
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers.tracing import is_tracing
+from backbonezoo.layers.tracing import block_counts, crop, is_tracing
 
 __all__ = [
     'HaloNet',
@@ -111,21 +111,13 @@ class KernelHaloAttn(HaloAttn):
         B, C, H, W = x.shape
         block, stride = self.block_size, self.block_stride
         out_stride = stride if isinstance(self.pool, nn.Identity) else 2
-        tracing = is_tracing()
         if self.pad_to_block:
             multiple = math.lcm(block, out_stride)
-            # the padded size as blocks x multiple (not H + (-H) % multiple): symbolic under dynamic-shape export,
-            # it then simplifies in every later shape
-            blocks_h, blocks_w = (H + multiple - 1) // multiple, (W + multiple - 1) // multiple
-            if tracing and not (isinstance(H, int) and isinstance(W, int)):
-                # symbolic sizes (dynamic-shape export / compile; not torch.jit.trace, whose sizes are tensors and
-                # whose graphs, e.g. fvcore's FLOP count, must stay the eager computation): one more block of zeros
-                # per axis (exact: zero inputs give zero queries / keys / values, as the halo's outside-the-map
-                # positions). No block count is then 1 at the traced size, where shape checks would pin the graph to
-                # one block (or to several)
-                blocks_h, blocks_w = blocks_h + 1, blocks_w + 1
+            # an extra block of zeros when traced is exact: zero inputs give zero queries / keys / values, as the
+            # halo's outside-the-map positions
+            blocks_h, blocks_w = block_counts(H, W, multiple)
             pad_h, pad_w = blocks_h * multiple - H, blocks_w * multiple - W
-            if tracing or pad_h or pad_w:  # traced: no branch on symbolic sizes
+            if is_tracing() or pad_h or pad_w:  # traced: no branch on symbolic sizes
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         elif H % block or W % block:
             raise ValueError(
@@ -161,12 +153,7 @@ class KernelHaloAttn(HaloAttn):
             out = out[:, :, ::stride, ::stride]
         out = out.permute(0, 1, 4, 2, 3).reshape(B, heads * dv, out.shape[2], out.shape[3])
         out = self.pool(out)
-        out_h, out_w = (H + out_stride - 1) // out_stride, (W + out_stride - 1) // out_stride
-        if tracing:
-            # a negative pad crops into a new tensor: a slice view's contiguity metadata compares the padded and the
-            # real size, which would pin the exported graph to one of the two cases
-            return F.pad(out, (0, out_w - out.shape[3], 0, out_h - out.shape[2]))
-        return out[:, :, :out_h, :out_w]
+        return crop(out, (H + out_stride - 1) // out_stride, (W + out_stride - 1) // out_stride)
 
 
 def to_kernel_backed(model: nn.Module, pad_to_block: bool | None = None, backend: str | None = None) -> nn.Module:

@@ -44,17 +44,16 @@ size-dependent dilation) symbolic: ``torch.onnx.export(..., dynamo=True, dynamic
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.fx.experimental import _config as _symbolic_config
-from torch.fx.experimental.symbolic_shapes import optimization_hint, statically_known_true
+from torch.fx.experimental.symbolic_shapes import optimization_hint
 
 from ._backend import resolve_backend
+from ._shapes import assert_in_graph, size_oblivious
 
 __all__ = ['local_aggregate', 'local_attention', 'local_scores']
 
@@ -221,7 +220,7 @@ def _checked_geometry(
             )
             fits = k * d <= length
             if not isinstance(fits, bool):
-                _assert_in_graph(fits, message)
+                assert_in_graph(fits, message)
             elif not fits:
                 raise ValueError(message)
         else:
@@ -233,28 +232,6 @@ def _checked_geometry(
                     'the query)'
                 )
     return _Geometry(height, width, kernel, stride, dilation, border)
-
-
-def _assert_in_graph(condition: torch.SymBool, message: str) -> None:
-    """A check on symbolic sizes as a runtime assertion of the captured graph rather than a shape guard.
-
-    A guard must provably hold over the whole exported size range, and the shape solver cannot prove size rules such
-    as A2Mamba's ``kernel * min(size // kernel, kernel) <= size``: export would fail although no size breaks the check.
-    A runtime assertion (what ``torch.export`` makes of checks when ``prefer_deferred_runtime_asserts_over_guards`` is
-    set) is evaluated when the graph runs, with ``message`` (the ONNX exporter may drop it).
-    """
-    if statically_known_true(condition):
-        return
-    env = condition.node.shape_env
-    settings = getattr(env, 'settings', None)
-    if settings is None or not hasattr(settings, 'prefer_deferred_runtime_asserts_over_guards'):
-        torch._check(condition, lambda: message)  # another torch: a plain guard
-        return
-    env.settings = dataclasses.replace(settings, prefer_deferred_runtime_asserts_over_guards=True)
-    try:
-        torch._check(condition, lambda: message)
-    finally:
-        env.settings = settings
 
 
 def _check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, v_name: str = 'v') -> None:
@@ -727,12 +704,10 @@ class _Tiling:
 
 @_tensor_cache(maxsize=64)
 def _tiling(geo: _Geometry, device: torch.device, tile: int = _NEIGHBOURHOOD_TILE) -> _Tiling:
-    if _static(geo):
-        return _Tiling(geo, device, tile)
     # Symbolic sizes: the index tables view (dilation, tiles, tile) grids whose contiguity checks would otherwise ask
     # whether a dilation or a tile count is 1 and pin the graph to one side of that. Size-oblivious reasoning (sizes
     # of >= 2 where it decides only layout) keeps them general; the tables' values do not depend on it.
-    with _symbolic_config.patch(backed_size_oblivious=True):
+    with size_oblivious(not _static(geo)):
         return _Tiling(geo, device, tile)
 
 

@@ -2,7 +2,8 @@
 
 - ``ChannelAffine``: a learned per-channel scale (A2Mamba, OverLoCK).
 - ``opaque_to_tracing``: marks a kernel-calling function as one opaque call for TorchScript and timm's fx tracer.
-- ``is_tracing`` / ``size_oblivious``: size-independent paths and layout-only shape reasoning under torch.export.
+- ``is_tracing`` / ``size_oblivious`` / ``block_counts`` / ``crop``: size-independent paths and layout-only shape
+  reasoning under torch.export.
 - ``dense_attention``: all-pairs attention, SDPA or (``BACKBONEZOO_KERNEL_BACKEND=reference``) the materialising math.
 - ``bn_fold``: eval-time BN folding and the state-dict (un)fusing of BN-fused official checkpoints.
 """
@@ -10,11 +11,13 @@
 from .attention import dense_attention
 from .bn_fold import cached_fold, fold_batchnorm, merge_distillation_head, unfuse_conv_bn
 from .scale import ChannelAffine
-from .tracing import is_tracing, opaque_to_tracing, size_oblivious
+from .tracing import block_counts, crop, is_tracing, opaque_to_tracing, size_oblivious
 
 __all__ = [
     'ChannelAffine',
+    'block_counts',
     'cached_fold',
+    'crop',
     'dense_attention',
     'fold_batchnorm',
     'is_tracing',

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+import torch.nn.functional as F
 from timm.layers import register_notrace_function
 
-__all__ = ['is_tracing', 'opaque_to_tracing', 'size_oblivious']
+from backbonezoo.kernels._shapes import size_oblivious
+
+__all__ = ['block_counts', 'crop', 'is_tracing', 'opaque_to_tracing', 'size_oblivious']
 
 _F = TypeVar('_F', bound=Callable)
 
@@ -34,19 +36,24 @@ def is_tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
-@contextlib.contextmanager
-def size_oblivious(enabled: bool = True) -> Iterator[None]:
-    """Size-oblivious shape reasoning for the code inside, when ``enabled`` (pass whether sizes are symbolic).
+def block_counts(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """Blocks of ``multiple`` per axis covering an (H, W) map, ``ceil(H / m), ceil(W / m)``; pad to ``count * m``.
 
-    Views and contiguity checks over symbolic sizes ask whether a size is 1 (its stride would not matter); the
-    answer becomes a guard that pins an exported graph to one side of it. Inside, backed sizes are treated as
-    unknown sizes >= 2 for such layout decisions. Use it only around code whose sizes cannot be 0 or 1 where the
-    answer would change the result (layout-only questions, or sizes the caller has checked). Eager calls: no-op.
+    Written as floor divisions, so that a symbolic padded size is literally ``count * m`` and later shapes simplify.
+    Under symbolic sizes (dynamic-shape export / compile; not ``torch.jit.trace``, whose sizes are tensors and whose
+    graphs, e.g. fvcore's FLOP count, must stay the eager computation) one more block per axis, for modules whose
+    blocks never interact (the extra one holds zeros): no count is then 1 at the traced size, where shape checks
+    would pin the graph to one block or to several.
     """
-    if not enabled:
-        yield
-        return
-    from torch.fx.experimental import _config
+    nh, nw = (height + multiple - 1) // multiple, (width + multiple - 1) // multiple
+    if is_tracing() and not (isinstance(height, int) and isinstance(width, int)):
+        nh, nw = nh + 1, nw + 1
+    return nh, nw
 
-    with _config.patch(backed_size_oblivious=True):
-        yield
+
+def crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``x[..., :height, :width]``. Traced, a negative pad (a new tensor): a slice view's contiguity metadata compares
+    the padded and the cropped size, which would pin an exported graph to one of the two cases."""
+    if is_tracing():
+        return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
+    return x[..., :height, :width]

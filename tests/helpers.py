@@ -1,39 +1,34 @@
-"""Helpers shared by the tests: parity fixtures from ../shared, stand-in weights, tolerances."""
+"""Helpers shared by the tests: parity fixtures (tests/fixtures), stand-in weights, tolerances."""
 
 from __future__ import annotations
 
-import os
+import types
 from pathlib import Path
 
-import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('BACKBONEZOO_SHARED', REPO.parent / 'shared'))
+FIXTURES = REPO / 'tests' / 'fixtures'
 
 
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test saying it is missing (CI always has it)."""
-    path = SHARED.joinpath(*parts)
+def fixture_path(*parts: str) -> Path:
+    """A path under tests/fixtures; a missing fixture is an error (they are part of the repository)."""
+    path = FIXTURES.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f'{path} not found: the parity fixtures live in ../shared beside the repository')
+        raise FileNotFoundError(f'{path} not found: the test fixtures live in tests/fixtures (see its README)')
     return path
 
 
 def load_parity(family: str, name: str = 'tiny.pt') -> dict:
-    """A parity fixture dict from ../shared/parity/<family>/<name>."""
-    return torch.load(shared_path('parity', family, name), map_location='cpu', weights_only=False)
+    """A parity fixture dict from tests/fixtures/parity/<family>/<name> (tensors only: weights_only=True)."""
+    return torch.load(fixture_path('parity', family, name), map_location='cpu', weights_only=True)
 
 
-def regen():
-    """../shared/parity/regen.py as a module (deterministic stand-in weights for a checkpoint layout)."""
-    import importlib.util
+def regen() -> types.ModuleType:
+    """The stand-in weight generator (tests/standin.py): ``regen_state_dict``, ``manifest_of``."""
+    import standin
 
-    path = shared_path('parity', 'regen.py')
-    spec = importlib.util.spec_from_file_location('backbonezoo_parity_regen', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return standin
 
 
 def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4, what: str = '') -> None:

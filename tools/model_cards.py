@@ -239,6 +239,8 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         pattern = ' '.join(names) if family.timm_owned else f"'{family.name}_*'"
         lines.append(f'Not benchmarked yet: run `python tools/benchmark.py --models {pattern}`, then this tool.')
 
+    lines += render_recipes(family)
+
     lines += [
         '',
         '## Use from timm',
@@ -318,6 +320,79 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         lines += ['', '## Notes', '']
         lines += [f'- {note}' for note in notes]
     return '\n'.join(lines) + '\n'
+
+
+def render_recipes(family) -> list[str]:
+    """The training-recipe section: one column per classification config, then each value's source."""
+    from backbonezoo.zoo.recipe import _ROWS, TIMM_COSINE, recipe_rows
+
+    recipes = getattr(family, 'recipes', None) or {}
+    if not recipes:
+        return []
+    keys = list(recipes)
+    rows = {key: recipe_rows(recipes[key]) for key in keys}
+    labels = [label for label, _, _ in rows[keys[0]]]
+    lines = [
+        '',
+        '## Training recipe (ImageNet-1K)',
+        '',
+        'What produced the released checkpoints, value by value (`Family.recipes` in '
+        f'`backbonezoo/zoo/{family.name}.py`). The configs `configs/classification/{family.name}/<column>_in1k.py` '
+        'carry exactly these values '
+        '(`tests/test_recipes.py`); lr, warm-up and min lr are those of the total batch, and `auto_scale_lr` '
+        '(`tools/train.py --auto-scale-lr`) rescales them linearly for another batch. Where the paper and the official '
+        'code disagree, the code that produced the checkpoints wins.',
+        '',
+        '| | ' + ' | '.join(f'`{k}`' for k in keys) + ' |',
+        '|---|' + '---|' * len(keys),
+    ]
+    for i, label in enumerate(labels):
+        values = [rows[k][i][1].replace('|', '/') for k in keys]
+        if len(keys) > 1 and len(set(values)) == 1 and len(values[0]) > 30:
+            values = [values[0]] + ['"'] * (len(keys) - 1)  # a long value shared by every column, written once
+        lines.append(f'| {label} | ' + ' | '.join(values) + ' |')
+
+    lines += ['', "Sources (a value without a line of its own comes from its column's main source):", '']
+    mains: dict[str, list[str]] = {}
+    for k in keys:
+        mains.setdefault(recipes[k].source, []).append(k)
+    for src, ks in mains.items():
+        where = 'all' if len(ks) == len(keys) else ', '.join(f'`{k}`' for k in ks)
+        lines.append(f'- main source ({where}): {src}')
+    for name, label in _ROWS:
+        by_source = {}
+        for k in keys:
+            if name in recipes[k].sources:
+                by_source.setdefault(recipes[k].sources[name], []).append(k)
+        for src, ks in by_source.items():
+            where = '' if len(ks) == len(keys) else ' (' + ', '.join(f'`{k}`' for k in ks) + ')'
+            lines.append(f'- {label}{where}: {src}')
+
+    notes: dict[str, list[str]] = {}
+    for k in keys:
+        for note in recipes[k].notes:
+            notes.setdefault(note, []).append(k)
+        for note in recipes[k].not_reproduced:
+            notes.setdefault(f'Not reproduced: {note}', []).append(k)
+    general = []
+    if any(r.schedule == TIMM_COSINE for r in recipes.values()):
+        general.append(
+            "The official scheduler is timm's cosine, counted from the first step with the warm-up overriding its "
+            "start; mmengine's LinearLR + CosineAnnealingLR runs the cosine after the warm-up: up to 1.5 % (5 "
+            'warm-up epochs) / 6.3 % (20) of the peak lr apart, mid-schedule.'
+        )
+    if any(r.rand_augment and r.color_jitter for r in recipes.values()):
+        general.append(
+            "timm's `create_transform` skips color jitter when RandAugment is on: the recorded color jitter is "
+            'inactive there, in the official runs and here alike.'
+        )
+    if notes or general:
+        lines += ['', 'Recipe notes:', '']
+        for note, ks in notes.items():
+            where = '' if len(ks) == len(keys) else ' (' + ', '.join(f'`{k}`' for k in ks) + ')'
+            lines.append(f'- {note}{where}')
+        lines += [f'- {note}' for note in general]
+    return lines
 
 
 def _render_value(value) -> str:

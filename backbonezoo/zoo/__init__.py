@@ -10,8 +10,11 @@ import importlib
 import pkgutil
 from dataclasses import dataclass, field
 
+from .recipe import Recipe
+
 __all__ = [
     'Family',
+    'Recipe',
     'Variant',
     'families',
     'get_family',
@@ -54,6 +57,8 @@ class Family:
     ``size_divisor``: inputs whose sides are multiples of this always work for classification models;
     ``min_size``: the smallest side the models accept (used by the contract tests' second size and
     bad-input checks). ``fixed_size``: the model only runs at its ``img_size``.
+    ``recipes``: the ImageNet-1K training recipe of each classification config (``configs/classification/<family>/
+    <key>_in1k.py``), value by value with sources (:mod:`backbonezoo.zoo.recipe`).
     """
 
     name: str
@@ -72,6 +77,7 @@ class Family:
     fixed_size: bool = False
     summary: str = ''
     extra: dict = field(default_factory=dict)
+    recipes: dict[str, Recipe] = field(default_factory=dict)
 
     @property
     def model_names(self) -> list[str]:

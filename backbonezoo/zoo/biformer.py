@@ -1,8 +1,87 @@
 """BiFormer: vision transformer with bi-level routing attention (CVPR 2023)."""
 
 from . import Family, Variant
+from .recipe import TIMM_COSINE, Recipe
 
 _ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
+
+_CODE = 'rayleizhu/BiFormer@1697bbb'
+# DeiT's main.py, as exported with its defaults to configs/train_args.yaml; the per-model run commands are in
+# scripts/train.sh and the README (8 GPUs x 128 per node).
+_BIFORMER = Recipe(
+    source=f'official configs/train_args.yaml (DeiT main.py defaults) @ {_CODE}',
+    epochs=300,
+    batch_size=1024,
+    batch_per_gpu=128,
+    lr=1e-3,
+    lr_rule='linear: 5e-4 x total batch / 512 (main.py); warmup_lr and min_lr are not scaled',
+    warmup_epochs=5,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    drop_path=0.1,
+    wd_exclude='timm',
+    schedule=TIMM_COSINE,
+    lr_step='epoch',
+    repeated_aug=3,
+    ema_decay=0.99996,
+    amp=True,
+    crop_pct=0.875,
+    sources={
+        'batch_size': f'README training command: 1 node x 8 GPUs x batch 128 @ {_CODE}',
+        'batch_per_gpu': f'README / scripts/train.sh batch_size=128 @ {_CODE}',
+        'lr': f'README / scripts/train.sh lr=5e-4, scaled by main.py (x batch / 512) @ {_CODE}',
+        'wd_exclude': f'main.py: timm create_optimizer(args, model) filters 1-D params and no_weight_decay() @ {_CODE}',
+        'lr_step': f'main.py: lr_scheduler.step(epoch) once per epoch, 300 epochs (no cool-down) @ {_CODE}',
+        'repeated_aug': f'train_args.yaml repeated_aug: true (RASampler, 3 repeats) @ {_CODE}',
+        'amp': f'main.py NativeScaler + engine.py autocast @ {_CODE}',
+        'crop_pct': f'datasets.py: Resize(256 / 224 x size) + CenterCrop @ {_CODE}',
+        'train_interpolation': f'train_args.yaml train_interpolation: bicubic @ {_CODE}',
+    },
+    notes=(
+        'The paper trains with the DeiT recipe; the values are the official code defaults (configs/train_args.yaml) '
+        'with the per-model overrides of the README and scripts/train.sh.',
+        'DeiT-style EMA: the official run keeps an EMA (0.99996) but evaluates and releases the raw weights '
+        "('model'); mmengine's EMAHook validates with the EMA weights.",
+    ),
+)
+
+_RECIPES = {
+    'biformer_tiny': _BIFORMER.replace(
+        sources={
+            'drop_path': f'train_args.yaml default drop_path 0.1 (no BiFormer-T command published) @ {_CODE}',
+            'batch_size': f'not published for BiFormer-T: the README command (8 GPUs x 128) @ {_CODE}',
+        },
+    ),
+    'biformer_small': _BIFORMER.replace(
+        batch_size=2048,
+        lr=2e-3,
+        drop_path=0.15,
+        sources={
+            'batch_size': f'scripts/train.sh (slurm.nodes=2 x 8 GPUs x 128) and the README output folder of the '
+            f'released run (...-slurm.ngpus.8-slurm.nodes.2) @ {_CODE}',
+            'lr': f'scripts/train.sh lr=5e-4 x 2048 / 512 (main.py) @ {_CODE}',
+            'drop_path': f'README / scripts/train.sh drop_path=0.15 @ {_CODE}',
+        },
+        notes=(
+            'The README command shows 1 node for BiFormer-S, its output folder and scripts/train.sh 2 nodes: '
+            'the released run is the 2-node one (total batch 2048).',
+        ),
+    ),
+    'biformer_base': _BIFORMER.replace(
+        sources={
+            'drop_path': f'train_args.yaml default 0.1: no BiFormer-B command published (unverified; the paper '
+            f'gives no per-model rate we could check) @ {_CODE}',
+            'batch_size': f'not published for BiFormer-B: the README command (8 GPUs x 128) @ {_CODE}',
+        },
+    ),
+    'biformer_stl': _BIFORMER.replace(
+        sources={'drop_path': f'scripts/train.sh biformer_stl drop_path=0.1 (1 node x 8 GPUs) @ {_CODE}'},
+    ),
+    'biformer_stl_nchw': _BIFORMER.replace(
+        sources={'drop_path': f'scripts/train.sh biformer_stl_nchw drop_path=0.1 (1 node x 8 GPUs) @ {_CODE}'},
+    ),
+}
 
 FAMILY = Family(
     name='biformer',
@@ -84,4 +163,5 @@ FAMILY = Family(
             'benchmarks/profiles/).',
         ],
     },
+    recipes=_RECIPES,
 )

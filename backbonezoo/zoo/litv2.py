@@ -1,8 +1,79 @@
 """LITv2 (HiLo attention): metadata. Numbers are the paper's (GMACs, top-1) and the official code's (params)."""
 
 from . import Family, Variant
+from .recipe import TIMM_COSINE, Recipe
 
 _RELEASES = 'https://github.com/ziplab/LITv2/releases/download/v1.0'
+
+_CODE = 'ziplab/LITv2@7501c86'
+_LITV2 = Recipe(
+    source=f'official classification/config.py defaults + configs/litv2-*.yaml (Swin codebase) @ {_CODE}',
+    epochs=300,
+    batch_size=1024,
+    batch_per_gpu=128,
+    lr=1e-3,
+    lr_rule='linear: BASE_LR 5e-4, WARMUP_LR 5e-7 and MIN_LR 5e-6, each x total batch / 512 (main.py)',
+    warmup_epochs=20,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    drop_path=0.2,
+    wd_exclude='timm',
+    param_overrides={'conv_offset.weight': {'lr_mult': 0.01}},
+    clip_grad=5.0,
+    schedule=TIMM_COSINE,
+    lr_step='iter',
+    repeated_aug=1,
+    ema_decay=None,
+    amp=True,
+    crop_pct=0.875,
+    sources={
+        'batch_size': f'classification/README.md: 8 GPUs, total batch 1024 @ {_CODE}',
+        'wd_exclude': f'optimizer.py set_weight_decay: 1-D params, .bias, no_weight_decay() (+ keywords) @ {_CODE}',
+        'param_overrides': f'optimizer.py: conv_offset weights at lr x OFFSET_LR_MULTI 0.01 (their biases are '
+        f'1-D: no-decay group at the full lr) @ {_CODE}',
+        'lr_step': f'lr_scheduler.py: timm CosineLRScheduler over iterations (t_in_epochs=False) @ {_CODE}',
+        'amp': f'main.py --amp-opt-level O1 (apex) by default @ {_CODE}',
+        'crop_pct': f'data/build.py TEST.CROP: Resize(256 / 224 x size) + CenterCrop @ {_CODE}',
+        'drop_path': f'configs/litv2-small.yaml DROP_PATH_RATE @ {_CODE}',
+    },
+)
+
+_RECIPES = {
+    'litv2_small': _LITV2,
+    'litv2_medium': _LITV2.replace(
+        drop_path=0.3, sources={'drop_path': f'configs/litv2-medium.yaml DROP_PATH_RATE @ {_CODE}'}
+    ),
+    'litv2_base': _LITV2.replace(
+        drop_path=0.5, sources={'drop_path': f'configs/litv2-base.yaml DROP_PATH_RATE @ {_CODE}'}
+    ),
+    'litv2_base_384_ft': _LITV2.replace(
+        source=f'official configs/litv2-base-finetune-384.yaml over config.py defaults @ {_CODE}',
+        epochs=30,
+        lr=4e-5,
+        lr_rule='linear: BASE_LR 2e-5, WARMUP_LR 2e-8 and MIN_LR 2e-7, each x total batch / 512 (main.py)',
+        warmup_epochs=5,
+        warmup_lr=4e-8,
+        min_lr=4e-7,
+        weight_decay=1e-8,
+        drop_path=0.5,
+        input_size=384,
+        crop_pct=1.0,
+        eval_crop_mode='squash',
+        finetune_from='litv2_base',
+        sources={
+            'drop_path': f'configs/litv2-base-finetune-384.yaml DROP_PATH_RATE @ {_CODE}',
+            'crop_pct': f'configs/litv2-base-finetune-384.yaml TEST.CROP False: data/build.py resizes to 384 x 384 '
+            f'without a crop @ {_CODE}',
+            'finetune_from': f'configs/litv2-base-finetune-384.yaml MODEL.PRETRAINED (the LITv2-B 224 run) @ {_CODE}',
+        },
+        notes=(
+            'Evaluation without a crop: the official code squashes the image to 384 x 384 (timm crop_mode '
+            "'squash', set in the config); the zoo's pretrained_cfg says crop_pct 1.0 with a centre crop, which keeps "
+            'the aspect ratio (differs on non-square images).',
+        ),
+    ),
+}
 
 FAMILY = Family(
     name='litv2',
@@ -49,4 +120,5 @@ FAMILY = Family(
         '(the paper counts them the same way)',
         'offset_lr_multiplier': 0.01,
     },
+    recipes=_RECIPES,
 )

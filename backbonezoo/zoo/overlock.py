@@ -1,6 +1,7 @@
 """OverLoCK (Base-Net, Overview-Net, Focus-Net with ContMix dynamic kernels): backbonezoo's own models."""
 
 from . import Family, Variant
+from .recipe import TIMM_COSINE, Recipe
 
 _RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1'
 
@@ -11,6 +12,72 @@ def _weights(name: str) -> str:
         f'{_RELEASE}/overlock_{name}_in1k_224_reparam.pth (reparameterised); nested under "state_dict" or bare'
     )
 
+
+_CODE = 'LMMMEng/OverLoCK@2c8ab3b'
+# timm's train.py (its defaults) with scripts/train_<v>_model.sh on top.
+_OVERLOCK = Recipe(
+    source=f'official scripts/train_xt_model.sh + train.py defaults (timm train.py) @ {_CODE}',
+    epochs=300,
+    cooldown_epochs=10,
+    batch_size=2048,
+    batch_per_gpu=256,
+    lr=2e-3,
+    lr_rule='--auto-lr: 1e-3 x total batch / 1024 (train.py); warmup_lr and min_lr are not scaled',
+    warmup_epochs=5,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    drop_path=0.1,
+    wd_exclude='timm',
+    # timm decays every parameter with ndim > 1: the official layer scales and GRN parameters are 4-D tensors
+    # (decayed); the zoo's are 1-D, so they are named here to keep the official behaviour
+    param_overrides={
+        k: {'decay_mult': 1.0}
+        for k in ('ls.weight', 'ls1.weight', 'ls2.weight', 'ctx_scale.weight', 'overview_scale.weight', 'grn.')
+    },
+    clip_grad=5.0,
+    lr_step='epoch',
+    schedule=TIMM_COSINE,
+    train_interpolation='random',
+    repeated_aug=1,
+    ema_decay=0.9999,
+    amp=True,
+    sync_bn=True,
+    model_extra={'type': 'OverLoCKClassifier', 'aux_loss_ratio': 0.4},
+    crop_pct=0.925,
+    sources={
+        'batch_size': f'scripts/train_*_model.sh: 8 GPUs x --batch-size 256 @ {_CODE}',
+        'cooldown_epochs': f'train.py --cooldown-epochs 10 (default): create_scheduler gives 300 + 10 epochs @ {_CODE}',
+        'wd_exclude': f'train.py: create_optimizer_v2(model, ...) (timm param_groups_weight_decay) @ {_CODE}',
+        'param_overrides': f'models/overlock.py: layer scales / GRN are 4-D there, so timm decays them @ {_CODE}',
+        'lr_step': f'train.py: timm create_scheduler (t_in_epochs), stepped once per epoch @ {_CODE}',
+        'train_interpolation': f"train.py default --train-interpolation 'random' @ {_CODE}",
+        'sync_bn': f'train.py: SyncBatchNorm whenever distributed (unless --no-sync-bn) @ {_CODE}',
+        'model_extra': f'train.py --aux-loss-ratio 0.4 (Overview-Net deep supervision) @ {_CODE}',
+        'crop_pct': f'models/overlock.py default_cfg crop_pct (used by validate.py) @ {_CODE}',
+        'amp': f'scripts --native-amp @ {_CODE}',
+        'ema_decay': f'scripts --model-ema --model-ema-decay 0.9999 (timm ModelEmaV2, every step) @ {_CODE}',
+    },
+)
+
+_RECIPES = {
+    'overlock_xt': _OVERLOCK,
+    'overlock_t': _OVERLOCK.replace(
+        drop_path=0.15,
+        crop_pct=0.95,
+        source=f'official scripts/train_t_model.sh + train.py defaults @ {_CODE}',
+    ),
+    'overlock_s': _OVERLOCK.replace(
+        drop_path=0.4,
+        crop_pct=0.95,
+        source=f'official scripts/train_s_model.sh + train.py defaults @ {_CODE}',
+    ),
+    'overlock_b': _OVERLOCK.replace(
+        drop_path=0.5,
+        crop_pct=0.975,
+        source=f'official scripts/train_b_model.sh + train.py defaults @ {_CODE}',
+    ),
+}
 
 FAMILY = Family(
     name='overlock',
@@ -65,4 +132,5 @@ FAMILY = Family(
         top1_note='ImageNet-1k top-1 at 224 from the paper / official README',
         forms='deploy=True (default, reparameterised) or deploy=False (training form); model.reparameterize()',
     ),
+    recipes=_RECIPES,
 )

@@ -1,10 +1,97 @@
 """PATNet: Partial Convolution Meets Visual Attention (2025)."""
 
 from . import Family, Variant
+from .recipe import Recipe
 
 _REPO_NOTE = 'Shapes from the official repository (cfg/PartialNet_*.yaml); the paper table was not retrieved.'
 # The sheet gives the official builder's counts to 4 significant digits (e.g. 3.486 M): allow that rounding.
 _RTOL = 2e-4
+
+_CODE = 'haiduo/PartialNet@679cfc0'
+# PyTorch Lightning: models/model_api.py builds the optimizer and scheduler, cfg/PartialNet_<v>.yaml holds the values.
+_PATNET = Recipe(
+    source=f'official cfg/PartialNet_t0.yaml (PyTorch Lightning train_test.py) @ {_CODE}',
+    epochs=300,
+    batch_size=4096,
+    batch_per_gpu=256,
+    lr=4e-3,
+    lr_rule='lr given for the total batch ("for bs=4096"); not rescaled by the code',
+    warmup_epochs=20,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    weight_decay=0.005,
+    drop_path=0.0,
+    wd_exclude='none',
+    clip_grad=None,
+    schedule='cosine after warm-up (pl_bolts LinearWarmupCosineAnnealingLR)',
+    lr_step='epoch',
+    mixup=0.05,
+    color_jitter=0.0,
+    rand_augment=None,
+    reprob=0.0,
+    repeated_aug=1,
+    ema_decay=None,
+    amp=True,
+    crop_pct=0.9,
+    sources={
+        'batch_size': f'cfg batch_size 256 per process; the lr comment "for bs=4096" implies 16 processes @ {_CODE}',
+        'wd_exclude': f'models/model_api.py: timm create_optimizer(hparams, self.parameters()) gets a parameter '
+        f'list, so timm applies no norm / bias filter @ {_CODE}',
+        'lr_step': f'models/model_api.py: Lightning steps the scheduler once per epoch (default interval) @ {_CODE}',
+        'amp': f'cfg precision: 16 @ {_CODE}',
+        'crop_pct': f'cfg test_crop_ratio 0.9 (Resize(size / 0.9) + CenterCrop) @ {_CODE}',
+        'clip_grad': f'cfg clip_grad (Lightning gradient_clip_val, norm) @ {_CODE}',
+    },
+    notes=(
+        'No released weights and two inconsistent variant sets in the repository: the recipe is the one in its '
+        'cfg files, paper numbers unverified.',
+        'cfg/PartialNet_t0.yaml names model_name: convnext_tiny (a leftover in the file); its other values are the '
+        'PATNet-T0 ones and are used as they are.',
+    ),
+    not_reproduced=('Multi-scale training: 192 px inputs until epoch 280, then 224 (cfg multi_scale 192_280).',),
+)
+
+
+def _cfg(v: str) -> str:
+    return f'official cfg/PartialNet_{v}.yaml (PyTorch Lightning train_test.py) @ {_CODE}'
+
+
+_RECIPES = {
+    'patnet_t0': _PATNET,
+    'patnet_t1': _PATNET.replace(
+        source=_cfg('t1'), weight_decay=0.01, drop_path=0.02, mixup=0.1, rand_augment='rand-m3-mstd0.5-inc1'
+    ),
+    'patnet_t2': _PATNET.replace(
+        source=_cfg('t2'), weight_decay=0.02, drop_path=0.05, mixup=0.1, rand_augment='rand-m5-mstd0.5-inc1'
+    ),
+    'patnet_s': _PATNET.replace(
+        source=_cfg('s'), weight_decay=0.03, drop_path=0.1, mixup=0.3, rand_augment='rand-m7-mstd0.5-inc1'
+    ),
+    'patnet_m': _PATNET.replace(
+        source=_cfg('m'),
+        batch_size=2048,
+        lr=2e-3,
+        lr_rule='lr given for the total batch ("for bs=2048"); not rescaled by the code',
+        weight_decay=0.05,
+        clip_grad=1.0,
+        drop_path=0.2,
+        mixup=0.5,
+        rand_augment='rand-m7-mstd0.5-inc1',
+        sources={'batch_size': f'cfg batch_size 256 per process; the lr comment "for bs=2048" implies 8 @ {_CODE}'},
+    ),
+    'patnet_l': _PATNET.replace(
+        source=_cfg('l'),
+        batch_size=2048,
+        lr=2e-3,
+        lr_rule='lr given for the total batch ("for bs=2048"); not rescaled by the code',
+        weight_decay=0.05,
+        clip_grad=0.01,
+        drop_path=0.3,
+        mixup=0.7,
+        rand_augment='rand-m7-mstd0.5-inc1',
+        sources={'batch_size': f'cfg batch_size 256 per process; the lr comment "for bs=2048" implies 8 @ {_CODE}'},
+    ),
+}
 
 FAMILY = Family(
     name='patnet',
@@ -96,4 +183,5 @@ FAMILY = Family(
             'model; the mm backbone pads to 32 instead.',
         ],
     },
+    recipes=_RECIPES,
 )

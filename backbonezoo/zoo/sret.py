@@ -1,8 +1,74 @@
 """SReT: Sliced Recursive Transformer (ECCV 2022)."""
 
 from . import Family, Variant
+from .recipe import TIMM_COSINE, Recipe
 
 _DRIVE = 'https://drive.google.com/file/d/{}/view'
+
+_CODE = 'szq0214/SReT@af6db0a'
+_DEIT = 'facebookresearch/deit main.py defaults'
+# No training code was released (the per-run configurations are Google-Drive links); the paper trains with DeiT's
+# recipe, so the values are DeiT's main.py defaults.
+_SRET = Recipe(
+    source=f'paper: the DeiT recipe ({_DEIT}); no official training code',
+    epochs=300,
+    batch_size=1024,
+    batch_per_gpu=128,
+    lr=1e-3,
+    lr_rule='linear: 5e-4 x total batch / 512 (DeiT main.py); warmup_lr and min_lr are not scaled',
+    warmup_epochs=5,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    drop_path=0.1,
+    wd_exclude='timm',
+    schedule=TIMM_COSINE,
+    lr_step='epoch',
+    repeated_aug=3,
+    ema_decay=0.99996,
+    amp=True,
+    crop_pct=0.875,
+    sources={
+        'drop_path': f'SReT.py model default drop_path_rate 0.1 @ {_CODE}',
+        'batch_size': "DeiT paper / README (8 GPUs x 128); SReT's own batch is not published (unverified)",
+    },
+    notes=(
+        f'The README ({_CODE}) reports better results with lr 1e-3 x batch / 512 and 30 warm-up epochs; the released '
+        'checkpoints do not say which they used, so the table keeps the DeiT values.',
+        "DeiT-style EMA: DeiT keeps an EMA (0.99996) but evaluates and releases the raw weights; mmengine's EMAHook "
+        'validates with the EMA weights.',
+    ),
+)
+
+_RECIPES = {
+    name: _SRET
+    for name in (
+        'sret_tiny',
+        'sret_tiny_noslice',
+        'sret_little_tiny',
+        'sret_little_tiny_noslice',
+        'sret_small',
+        'sret_small_noslice',
+    )
+}
+_RECIPES['sret_tiny_distill'] = _SRET.replace(
+    distill={
+        'teachers': ['senet154.gluon_in1k', 'resnet152s.gluon_in1k'],
+        'pretrained': True,
+        'checkpoints': None,
+        'temperature': 1.0,
+        'weight': 1.0,
+    },
+    sources={
+        'distill': f'README: "soft label only for distillation procedure as MEAL V2" and kd_loss.py (cross-entropy '
+        f"to the teacher softmax, no hard labels, T=1) @ {_CODE}; the teachers are not published: MEAL V2's "
+        'published ensemble (SENet-154 + ResNet-152-v1s, gluon weights in timm) is our choice (unverified)',
+    },
+    notes=(
+        'Distilled checkpoints (*_Distill, 77.6 % for SReT-T) come from soft-label-only distillation; the README '
+        'recommends FKD (pre-computed region soft labels) instead, not reproduced.',
+    ),
+)
 
 FAMILY = Family(
     name='sret',
@@ -137,4 +203,5 @@ FAMILY = Family(
             '`Stride4Pyramid` neck adds a stride-4 level (ViTDet-style transposed conv) for FPN / UPerNet.',
         ],
     },
+    recipes=_RECIPES,
 )

@@ -2,8 +2,48 @@
 (the paper's tables were not available), so params are our exact counts and there are no paper GMACs / top-1."""
 
 from . import Family, Variant
+from .recipe import TIMM_COSINE, Recipe
 
 _OURS = 'Our configuration (no paper table): counts are ours, no paper FLOPs or accuracy, no weights.'
+
+_SWIN = 'microsoft/Swin-Transformer config.py defaults'
+# TiC's authors released only the MSA-Conv operator: no network, recipe or weights. The recipe is our choice: the
+# Swin / DeiT recipe the paper's ImageNet comparisons use.
+_TIC = Recipe(
+    source=f'our choice (no official recipe): the Swin-T recipe ({_SWIN})',
+    epochs=300,
+    batch_size=1024,
+    batch_per_gpu=128,
+    lr=1e-3,
+    lr_rule='linear: 5e-4 x total batch / 512 (Swin main.py; warm-up and min lr scaled likewise)',
+    warmup_epochs=20,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    weight_decay=0.05,
+    drop_path=0.2,
+    wd_exclude='timm',
+    clip_grad=5.0,
+    schedule=TIMM_COSINE,
+    lr_step='iter',
+    repeated_aug=1,
+    ema_decay=None,
+    amp=True,
+    crop_pct=0.9,
+    sources={
+        'crop_pct': "backbonezoo's tic pretrained_cfg (no official evaluation exists)",
+        'drop_path': 'our choice: Swin-T / S / B rates 0.2 / 0.3 / 0.5 by model size',
+    },
+    notes=(
+        'TiC has no released training code or weights (StriveZs/MSA-Conv@2d96f54 holds the operator only): '
+        "every value is our choice, none is the paper's.",
+    ),
+)
+
+_RECIPES = {
+    'tic_tiny': _TIC,
+    'tic_small': _TIC.replace(drop_path=0.3),
+    'tic_base': _TIC.replace(drop_path=0.5),
+}
 
 FAMILY = Family(
     name='tic',
@@ -62,4 +102,5 @@ FAMILY = Family(
             'AdamW recipe (our choice: no recipe was published).'
         ),
     },
+    recipes=_RECIPES,
 )

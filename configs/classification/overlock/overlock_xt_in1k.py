@@ -1,40 +1,82 @@
-# overlock_xt on ImageNet-1K, the official recipe (LMMMEng/OverLoCK scripts/train_xt_model.sh + train.py defaults):
-# 300 epochs, batch 2048 (8 GPUs x 256), AdamW lr 1e-3 x batch / 1024 = 2e-3 (--auto-lr), weight decay 0.05 (none on
-# 1-D parameters: biases, norms), 5 warm-up epochs from 1e-6, cosine to 1e-5, gradient clipping 5 (norm), mixup 0.8 /
-# cutmix 1.0, label smoothing 0.1, RandAugment rand-m9-mstd0.5-inc1 + random erasing 0.25 (here: the zoo's
-# albumentations pipeline), model EMA 0.9999, drop path 0.1, training form (deploy=False) with the Overview-Net
-# auxiliary head and its loss weighted 0.4 (--aux-loss-ratio). The official run used native AMP (on GPUs set
-# optim_wrapper.type='AmpOptimWrapper'; the README advises dropping it on NaN loss). Top-1 82.7 (paper).
+# overlock_xt on ImageNet-1K: official scripts/train_xt_model.sh + train.py defaults (timm train.py) @
+# LMMMEng/OverLoCK@2c8ab3b. Every value below is the recipe table's (backbonezoo/zoo/overlock.py,
+# recipes['overlock_xt']; sources per value in model_cards/overlock.md), checked by tests/test_recipes.py.
+# Total batch 2048 = 8 GPUs x 256; lr 0.002 is the lr at that batch, official rule: --auto-lr: 1e-3 x total batch /
+# 1024 (train.py); warmup_lr and min_lr are not scaled. On another total batch run tools/train.py --auto-scale-lr
+# (linear rule from auto_scale_lr.base_batch_size). The official run used mixed precision: add --amp.
 _base_ = ['../../_base_/imagenet_300e.py']
 
 model_name = 'overlock_xt'
 model = dict(
     type='OverLoCKClassifier',
-    model_name=model_name,
     aux_loss_ratio=0.4,
+    model_name=model_name,
     model_kwargs=dict(drop_path_rate=0.1, deploy=False, use_ds=True),
-)
-custom_hooks = [dict(type='EMAHook', momentum=1e-4, update_buffers=True, priority='ABOVE_NORMAL')]
-
-train_dataloader = dict(batch_size=256)
-optim_wrapper = dict(
-    optimizer=dict(lr=2e-3, weight_decay=0.05),
-    clip_grad=dict(max_norm=5.0, norm_type=2),
-    # timm's filter decays every parameter with ndim > 1: the official layer scales and GRN parameters are 4-D
-    # tensors (decayed), ours are 1-D, so name them
-    paramwise_cfg=dict(
-        custom_keys={
-            k: dict(decay_mult=1.0)
-            for k in ('ls.weight', 'ls1.weight', 'ls2.weight', 'ctx_scale.weight', 'overview_scale.weight', 'grn.')
-        }
+    label_smoothing=0.1,
+    mixup=dict(
+        mixup_alpha=0.8,
+        cutmix_alpha=1.0,
+        cutmix_minmax=None,
+        prob=1.0,
+        switch_prob=0.5,
+        mode='batch',
+        label_smoothing=0.1,
     ),
 )
-param_scheduler = [
-    dict(type='LinearLR', start_factor=5e-4, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=300, convert_to_iter_based=True),
-]
-auto_scale_lr = dict(base_batch_size=2048)
+train_dataloader = dict(
+    batch_size=256,
+    dataset=dict(
+        pipeline=[
+            dict(type='LoadImagePIL'),
+            dict(
+                type='TimmClsTrain',
+                input_size=224,
+                scale=(0.08, 1.0),
+                ratio=(3 / 4, 4 / 3),
+                hflip=0.5,
+                vflip=0.0,
+                color_jitter=0.4,
+                auto_augment='rand-m9-mstd0.5-inc1',
+                interpolation='random',
+                re_prob=0.25,
+                re_mode='pixel',
+                re_count=1,
+            ),
+        ]
+    ),
+)
+# evaluation: 224 px, crop_pct 0.925 (center), bicubic (the model's pretrained_cfg)
 val_dataloader = dict(
-    dataset=dict(pipeline=[dict(type='LoadImageRGB'), dict(type='AlbuClsEval', model_name=model_name)])
+    dataset=dict(pipeline=[dict(type='LoadImagePIL'), dict(type='TimmClsEval', model_name=model_name)])
 )
 test_dataloader = val_dataloader
+# timm's rule (no decay on 1-D parameters: norms, biases) with the official exceptions; the model's no_weight_decay() names nothing else here
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.002, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0,
+        custom_keys={
+            'ls.weight': dict(decay_mult=1.0),
+            'ls1.weight': dict(decay_mult=1.0),
+            'ls2.weight': dict(decay_mult=1.0),
+            'ctx_scale.weight': dict(decay_mult=1.0),
+            'overview_scale.weight': dict(decay_mult=1.0),
+            'grn.': dict(decay_mult=1.0),
+        },
+    ),
+    clip_grad=dict(max_norm=5.0, norm_type=2),
+)
+# linear warm-up from 1e-06, then cosine to 1e-05, the lr updated per epoch; 10 more epochs at the min lr
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-06 / 0.002, by_epoch=True, begin=0, end=5, convert_to_iter_based=False),
+    dict(type='CosineAnnealingLR', eta_min=1e-05, by_epoch=True, begin=5, end=300, convert_to_iter_based=False),
+]
+train_cfg = dict(by_epoch=True, max_epochs=310, val_interval=1)
+auto_scale_lr = dict(enable=False, base_batch_size=2048)
+# EMA of the weights, decay 0.9999 (mmengine momentum = 1 - decay)
+custom_hooks = [dict(type='EMAHook', momentum=1 - 0.9999, update_buffers=True, priority='ABOVE_NORMAL')]
+sync_bn = 'torch'  # SyncBatchNorm when distributed, as the official run

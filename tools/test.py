@@ -5,8 +5,12 @@ Example::
 
     python tools/test.py configs/demo/efficientvit_m0_cls_demo.py work_dirs/demo/cls/epoch_8.pth --trust-checkpoint
 
-Plain weight files are read with ``weights_only=True``. A Runner checkpoint written by your own training run
-(optimizer state, message hub) needs full unpickling, which can run code: pass ``--trust-checkpoint`` for those.
+Plain weight files (and safetensors) are read with ``weights_only=True``. A Runner checkpoint (optimizer state,
+message hub) needs full unpickling, which can run code: it is done only for the file a training run of the same
+work dir listed in ``last_checkpoint``, or when ``--trust-checkpoint`` vouches for CHECKPOINT (this one file).
+The weights go through the zoo's converters (official, timm, OpenMMLab layouts, safetensors) and load strictly:
+a checkpoint that does not fit the model is an error naming the keys, never an evaluation of random weights
+(``--load-partial`` allows a deliberate partial load).
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the logs go (default: work_dirs/<config name>)')
     parser.add_argument(
-        '--trust-checkpoint', action='store_true', help="the checkpoint is your own run's: allow full unpickling"
+        '--trust-checkpoint',
+        action='store_true',
+        help="CHECKPOINT is your own run's: allow full unpickling (can run code) of this one file",
+    )
+    parser.add_argument(
+        '--load-partial', action='store_true', help='load only the weights that fit (default: misfit is an error)'
     )
     parser.add_argument('--out', help='write the metrics to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries, key=value')
@@ -41,9 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from mmengine.config import Config
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    from train import setup_distributed
+    from train import build_runner, setup_distributed
 
     args = parse_args(argv)
     for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
@@ -54,13 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or os.path.join('work_dirs', Path(args.config).stem)
     cfg.load_from, cfg.resume = args.checkpoint, False
+    if args.load_partial:
+        cfg.load_partial = True
     setup_distributed(cfg, args.launcher)
-
-    import backbonezoo.mm as zoo_mm
-
-    if args.trust_checkpoint:
-        zoo_mm.trust_checkpoint_dir(args.checkpoint)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = build_runner(cfg, [args.checkpoint] if args.trust_checkpoint else [])
     metrics = runner.test()
     if args.out:
         Path(args.out).write_text(json.dumps({k: float(v) for k, v in metrics.items()}, indent=2))

@@ -150,3 +150,25 @@ def test_zoo_layout_passes_through(tmp_path: Path, name: str):
     converted = load_file(str(dst))
     assert converted.keys() == state_dict.keys()
     assert all(torch.equal(converted[k], v) for k, v in state_dict.items())
+
+
+class _RunnerState:
+    """Stands for what an mmengine Runner checkpoint holds beside the weights (message hub objects): it needs
+    full unpickling, so the file is read only when trusted."""
+
+
+def test_own_runner_checkpoint_converts_only_with_trust_checkpoint(tmp_path: Path, capsys):
+    _needs_zoo(MODEL)
+    torch.manual_seed(0)
+    state_dict = timm.create_model(MODEL, num_classes=6).state_dict()
+    src, dst = tmp_path / 'epoch_1.pth', tmp_path / 'mine.safetensors'
+    classifier_layout = {f'model.{k}': v for k, v in state_dict.items()}  # backbonezoo.mm.ZooClassifier's keys
+    torch.save({'meta': {'hub': _RunnerState()}, 'state_dict': classifier_layout}, src)
+    argv = [str(src), str(dst), '--model', MODEL, '--num-classes', '6']
+    assert tool.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and '--trust-checkpoint' in err and not dst.exists()
+    assert tool.main([*argv, '--trust-checkpoint']) == 0
+    converted = load_file(str(dst))
+    assert converted.keys() == state_dict.keys()
+    assert all(torch.equal(converted[k], v) for k, v in state_dict.items())

@@ -9,8 +9,14 @@ Examples::
 
 Without a GPU, ``--launcher pytorch`` initialises a gloo process group before the Runner (mmengine's launcher
 would call ``torch.cuda.set_device``) and wraps the model with ``CPUDistributedDataParallel``; ``--amp`` uses bf16
-autocast on CPU and mmengine's ``AmpOptimWrapper`` on GPU. Checkpoints written into the work dir are trusted for
-``--resume`` (full unpickling); see ``backbonezoo.mm.runtime`` for the trust boundary.
+autocast on CPU and mmengine's ``AmpOptimWrapper`` on GPU.
+
+Checkpoints (see ``backbonezoo.mm.runtime``): the run's own checkpoints are fully unpickled for ``--resume``: the
+files this run saves, and the one a previous run of the same work dir listed in ``last_checkpoint`` (an
+``epoch_N.pth`` / ``iter_N.pth`` / ``best_*.pth`` directly in the work dir). Nothing else is, whatever folder it
+lies in: a Runner checkpoint given with ``--resume FILE`` or ``load_from`` outside that rule needs
+``--trust-checkpoint FILE``. ``load_from`` goes through the zoo's converters (official, timm, OpenMMLab layouts,
+safetensors) and loads strictly; ``--load-partial`` allows a deliberate partial load.
 """
 
 from __future__ import annotations
@@ -38,7 +44,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help='resume from CHECKPOINT, or from the latest checkpoint in the work dir when no path is given',
     )
+    parser.add_argument(
+        '--trust-checkpoint',
+        action='append',
+        default=[],
+        metavar='FILE',
+        help='allow full unpickling (can run code) of this one checkpoint file; repeat for more files',
+    )
+    parser.add_argument(
+        '--load-partial',
+        action='store_true',
+        help='let load_from fill only the weights that fit (default: a checkpoint that does not fit is an error)',
+    )
     parser.add_argument('--amp', action='store_true', help='mixed precision (bf16 autocast on CPU, fp16 on GPU)')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help="scale the lr by (processes x per-process batch) / the config's auto_scale_lr.base_batch_size",
+    )
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -96,25 +119,29 @@ def build_cfg(args: argparse.Namespace):
         cfg.randomness = dict(cfg.get('randomness') or {}, seed=args.seed)
     if args.amp:
         setup_amp(cfg)
+    if args.auto_scale_lr:
+        if not (cfg.get('auto_scale_lr') or {}).get('base_batch_size'):
+            raise ValueError(f'--auto-scale-lr: {args.config} sets no auto_scale_lr.base_batch_size')
+        cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         if not os.path.isfile(args.resume):
             raise FileNotFoundError(f'--resume {args.resume!r}: checkpoint file not found')
         cfg.resume, cfg.load_from = True, args.resume
+    if args.load_partial:
+        cfg.load_partial = True
     return cfg
 
 
-def build_runner(cfg):
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+def build_runner(cfg, trusted_files: list[str] = ()):
+    """The config's Runner with the zoo's trust boundary and strict loading (``backbonezoo.mm.runtime``)."""
+    from backbonezoo.checkpoint import trust_checkpoint
+    from backbonezoo.mm.runtime import build_runner as build_zoo_runner
 
-    import backbonezoo.mm as zoo_mm
-
-    zoo_mm.trust_checkpoint_dir(cfg.work_dir)  # the run's own checkpoints (resume); nothing else
-    if cfg.get('resume') and cfg.get('load_from'):
-        zoo_mm.trust_checkpoint_dir(cfg.load_from)  # named explicitly with --resume
-    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    for path in trusted_files:  # named one by one on the command line; never a folder
+        trust_checkpoint(path)
+    return build_zoo_runner(cfg)
 
 
 def main(argv: list[str] | None = None):
@@ -124,7 +151,7 @@ def main(argv: list[str] | None = None):
     cfg = build_cfg(args)
     setup_distributed(cfg, args.launcher)
     Path(cfg.work_dir).mkdir(parents=True, exist_ok=True)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, args.trust_checkpoint)
     runner.train()
     return runner
 

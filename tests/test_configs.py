@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 import sys
 from pathlib import Path
+from unittest.mock import MagicMock
 
 import pytest
 
@@ -271,3 +273,59 @@ def test_config_trains_two_iterations_and_validates(path, demo_data, tmp_path):
     assert runner.iter == 2
     metrics = runner.val_loop.run()
     assert metrics, f'{config_id(path)}: the validation pass reported no metric'
+
+
+# --------------------------------------------------------------------------------------------- batch and lr scaling
+DENSE = [p for p in CONFIGS if p.relative_to(REPO / 'configs').parts[0] != 'classification']
+BATCH_LINE = re.compile(r'^# Batch: (\d+) in total = (\d+) GPUs x (\d+) images', re.MULTILINE)
+
+
+def stated_batch(path: Path) -> tuple[int, int, int]:
+    """(total, GPUs, images per GPU) as the config's '# Batch: ...' line states them."""
+    found = BATCH_LINE.findall(path.read_text())
+    assert len(found) == 1, f'{config_id(path)}: expected one "# Batch: N in total = G GPUs x B images" line'
+    return tuple(int(v) for v in found[0])
+
+
+@pytest.mark.parametrize('path', DENSE, ids=config_id)
+def test_dense_config_states_its_batch_per_gpu_and_the_lr_base(path):
+    total, gpus, per_gpu = stated_batch(path)
+    cfg = load(path)
+    assert gpus * per_gpu == total, f'{config_id(path)}: {gpus} x {per_gpu} != {total}'
+    assert cfg.train_dataloader.batch_size == per_gpu, 'train_dataloader.batch_size must be the per-GPU batch'
+    # the papers' batch is the base the config's lr was tuned for; scaling is opt-in (tools/train.py --auto-scale-lr)
+    assert dict(cfg.auto_scale_lr) == dict(enable=False, base_batch_size=total)
+
+
+@pytest.mark.parametrize('path', DENSE, ids=config_id)
+def test_auto_scale_lr_scales_the_configs_lr_by_actual_over_base(path, tmp_path):
+    """What ``tools/train.py CONFIG --auto-scale-lr`` does to the optimizer mmengine builds from the config: on the
+    stated number of GPUs nothing changes, on other counts every parameter group's lr is multiplied by
+    GPUs x per-GPU batch / base."""
+    import types
+
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    sys.path.insert(0, str(REPO / 'tools'))
+    import train
+
+    total, gpus, per_gpu = stated_batch(path)
+    cfg = train.build_cfg(train.parse_args([str(path), '--auto-scale-lr', '--work-dir', str(tmp_path)]))
+    assert cfg.auto_scale_lr.enable is True and cfg.auto_scale_lr.base_batch_size == total
+    init_default_scope(cfg.default_scope)
+    lr = cfg.optim_wrapper.optimizer.lr
+    toy = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    for world_size in (gpus, 1, 2 * gpus):
+        wrapper = build_optim_wrapper(toy, copy.deepcopy(cfg.optim_wrapper))
+        before = [group['lr'] for group in wrapper.optimizer.param_groups]
+        assert before[0] == pytest.approx(lr)
+        runner = types.SimpleNamespace(
+            _train_dataloader=cfg.train_dataloader, world_size=world_size, param_schedulers=None, logger=MagicMock()
+        )
+        Runner.scale_lr(runner, wrapper, cfg.auto_scale_lr)
+        after = [group['lr'] for group in wrapper.optimizer.param_groups]
+        expected = [value * world_size * per_gpu / total for value in before]
+        assert after == pytest.approx(expected), f'{world_size} GPUs x {per_gpu}: base {total}'

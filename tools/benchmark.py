@@ -3,13 +3,27 @@
 
     python tools/benchmark.py --models 'efficientvit_*' --threads 2
     python tools/benchmark.py --section kernels
+    python tools/benchmark.py --device cuda --amp bf16 --channels-last --batch-size 64 --models 'biformer_*'
+    python tools/benchmark.py --device cuda --batch-size auto --mem-cap-gb 40 --models overlock_xt
+    python tools/benchmark.py --gpu-report     # rewrite benchmarks/gpu.md from the CSV, measure nothing
 
 Per model (``--models`` fnmatch patterns over ``backbonezoo.list_models()``; plain timm names work too):
 parameters, GMACs per image (``backbonezoo.flops``: 1 multiply-add = 1 MAC, softmax / elementwise not counted),
 inference throughput at batch B and batch-1 latency (medians over repeats after a warm-up), training throughput
-(forward + backward), peak memory (RSS increase over the built model for one batch-B forward, in a fresh
-process; on CUDA the peak allocated memory), and % of this machine's fp32 matmul peak (a 2048^3 matmul measured
-in the same run; GMACs count 2 FLOPs each). Each model is measured against its reference in the same process,
+(forward + backward + AdamW step; fp16 with a GradScaler), peak memory (CPU: RSS increase over the built model for
+one batch-B forward, in a fresh process; CUDA: ``torch.cuda.max_memory_allocated`` over the built model, in
+process) and the training step's peak (CUDA: everything allocated, model and optimizer state included; CPU: RSS
+increase), and % of this machine's fp32 matmul peak (a 2048^3 matmul measured in the same run; GMACs count 2
+FLOPs each). CUDA times come from CUDA events around each call (``torch.cuda.Event``), synchronised before reading.
+
+Settings: ``--device cpu|cuda[:N]``, ``--amp bf16|fp16`` (autocast; bf16 works on CPU too), ``--channels-last``,
+``--compile``, ``--backend auto|torch|triton|reference`` (the kernel backend of the zoo's implementation; the
+'reference' row keeps the reference), ``--deploy`` (``backbonezoo.deploy.deploy(model)`` on every implementation
+before timing; inference only), ``--batch-size auto`` (doubling from 1 up to ``--max-batch-size`` while the
+training step, or the forward with ``--no-train``, stays under ``--mem-cap-gb``; one batch for all of a model's
+implementations). Each setting is a column of the CSV and part of a row's key. Rows measured on a GPU also go
+into ``OUT/gpu.md`` (img/s and peak memory per family and variant, beside the official implementation where
+``benchmarks/gpu_measure.py`` measured one). Each model is measured against its reference in the same process,
 their inference calls alternated round-robin so that a shared machine's load swings hit both alike:
 
 - timm-owned families (``Family.timm_owned``): timm's stock model ('timm') vs the family's kernel-backed version
@@ -87,6 +101,14 @@ class Row:
     timm: str
     machine: str
     command: str
+    # added with the GPU settings (older CSV rows read back with these defaults)
+    amp_dtype: str = ''  # 'bf16' / 'fp16' when amp, else ''
+    channels_last: bool = False
+    backend: str = ''  # the zoo implementation's kernel backend ('' = the default, 'auto')
+    deploy: bool = False
+    train_peak_mb: float = math.nan  # the training step's peak (see the module docstring)
+    device_name: str = ''  # 'NVIDIA H200', or the CPU
+    note: str = ''  # e.g. an official row's output difference against ours (benchmarks/gpu_measure.py)
 
     def key(self) -> tuple:
         return (
@@ -98,18 +120,45 @@ class Row:
             self.threads,
             self.compile,
             self.amp,
+            self.amp_dtype,
+            self.channels_last,
+            self.backend,
+            self.deploy,
         )
+
+    def settings(self) -> str:
+        """'+compile+bf16+cl+torch+deploy': the settings besides device, size and batch, as the reports print them."""
+        parts = ['compile'] if self.compile else []
+        if self.amp:
+            parts.append(self.amp_dtype or 'bf16')
+        if self.channels_last:
+            parts.append('cl')
+        if self.backend and self.backend != 'auto':
+            parts.append(f'backend={self.backend}')
+        if self.deploy:
+            parts.append('deploy')
+        return ''.join(f'+{p}' for p in parts)
 
 
 # --------------------------------------------------------------------------------------------- environment
-def machine_name() -> str:
+def machine_name(device: torch.device | None = None) -> str:
+    """The CPU (cores, OS); with a CUDA device, the GPU first."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
                 cpu = line.split(':', 1)[1].strip()
                 break
-    return f'{cpu}, {os.cpu_count()} cores, {platform.system()}'
+    name = f'{cpu}, {os.cpu_count()} cores, {platform.system()}'
+    if device is not None and device.type == 'cuda':
+        name = f'{device_name(device)}; {name}'
+    return name
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return machine_name().split(',')[0]
 
 
 @contextlib.contextmanager
@@ -134,17 +183,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds ``fn`` takes: CUDA events recorded around it on the current stream (the GPU's own clock, read after
+    synchronising), wall time on CPU."""
+    if device.type == 'cuda':
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start_s = time.perf_counter()
+    fn()
+    return time.perf_counter() - start_s
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` in seconds over ``repeats`` calls after ``warmup`` calls."""
+    """Median time of ``fn`` in seconds over ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    times = [timed_call(fn, device) for _ in range(max(1, repeats))]
     return statistics.median(times)
 
 
@@ -158,10 +217,7 @@ def interleaved_medians(fns: dict, repeats: int, warmup: int, device: torch.devi
     times: dict = {name: [] for name in fns}
     for _ in range(max(1, repeats)):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed_call(fn, device))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -222,8 +278,11 @@ def _kernel_backed_fn(family) -> Callable | None:
     return getattr(module, 'to_kernel_backed', None)
 
 
-def build_model(target: Target, impl: str, device: torch.device) -> torch.nn.Module:
-    """The model an implementation runs: timm's stock model, its kernel-backed version, or the zoo model."""
+def build_model(
+    target: Target, impl: str, device: torch.device, channels_last: bool = False, deploy: bool = False
+) -> torch.nn.Module:
+    """The model an implementation runs: timm's stock model, its kernel-backed version, or the zoo model; in eval
+    mode, channels-last and through ``backbonezoo.deploy.deploy`` when asked."""
     import timm
 
     import backbonezoo
@@ -240,26 +299,79 @@ def build_model(target: Target, impl: str, device: torch.device) -> torch.nn.Mod
     if impl in ('zoo', 'reference') and target.timm_owned:
         converted = _kernel_backed_fn(backbonezoo.get_family(target.family))(model)
         model = converted if converted is not None else model
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if deploy:
+        model = deploy_fn()(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
-def memory_probe(target: Target, impl: str, batch_size: int, device: torch.device, amp: bool) -> float:
+def deploy_fn() -> Callable[[torch.nn.Module], torch.nn.Module]:
+    """``backbonezoo.deploy.deploy``, imported when first asked for (the module is optional)."""
+    try:
+        module = importlib.import_module('backbonezoo.deploy')
+    except ModuleNotFoundError as err:
+        if err.name not in ('backbonezoo.deploy', 'backbonezoo'):
+            raise
+        raise SystemExit('error: --deploy needs backbonezoo.deploy (deploy(model)), which this checkout lacks') from err
+    if not hasattr(module, 'deploy'):
+        raise SystemExit('error: --deploy: backbonezoo.deploy has no deploy(model) function')
+    return module.deploy
+
+
+def make_input(batch_size: int, img_size: int, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def impl_backend(impl: str, backend: str | None) -> str | None:
+    """The kernel backend an implementation runs under: the reference row keeps the reference; the others take
+    ``--backend`` (None: whatever the environment says)."""
+    return 'reference' if impl == 'reference' else backend
+
+
+def memory_probe(
+    target: Target,
+    impl: str,
+    batch_size: int,
+    device: torch.device,
+    amp: str | bool | None,
+    channels_last: bool = False,
+    deploy: bool = False,
+) -> float:
     """MB: peak increase over the built model for one batch forward (runs in its own, fresh process)."""
-    model = build_model(target, impl, device)
-    x = torch.randn(batch_size, 3, target.img_size, target.img_size, device=device)
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        base = _rss_mb()
-        _reset_peak_rss()
-    with torch.no_grad(), _autocast(device, amp):
+    model = build_model(target, impl, device, channels_last, deploy)
+    x = make_input(batch_size, target.img_size, device, channels_last)
+    with PeakMemory(device) as peak, torch.no_grad(), _autocast(device, amp):
         model(x)
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    return max(0.0, _peak_rss_mb() - base)
+    return peak.mb
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as peak: ...``; then ``peak.mb``: the block's peak memory in MB over what was
+    allocated when it began (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's RSS high-water mark,
+    reset on entry), or with ``absolute=True`` on CUDA everything allocated at the peak."""
+
+    def __init__(self, device: torch.device, absolute: bool = False):
+        self.device, self.absolute, self.mb = device, absolute, math.nan
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = 0 if self.absolute else torch.cuda.memory_allocated(self.device)
+        else:
+            self.base = _rss_mb()
+            _reset_peak_rss()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        else:
+            self.mb = max(0.0, _peak_rss_mb() - self.base)
 
 
 def _rss_mb() -> float:
@@ -284,17 +396,114 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _autocast(device: torch.device, amp: bool):
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def _amp_name(amp: str | bool | None) -> str:
+    """'' (no autocast), 'bf16' or 'fp16'; ``True`` (the old flag) means bf16."""
+    if not amp:
+        return ''
+    return 'bf16' if amp is True else str(amp)
+
+
+def _autocast(device: torch.device, amp: str | bool | None):
     if not amp:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=AMP_DTYPES[_amp_name(amp)])
+
+
+def train_step_fn(model: torch.nn.Module, batch: torch.Tensor, device: torch.device, amp, compile_: bool = False):
+    """One training step as a closure: forward under autocast, backward, AdamW step (fp16: through a GradScaler, as
+    mmengine's AmpOptimWrapper does), gradients cleared."""
+    runner = torch.compile(model) if compile_ else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type) if _amp_name(amp) == 'fp16' and device.type == 'cuda' else None
+
+    def step():
+        with _autocast(device, amp):
+            out = runner(batch)
+        loss = out.float().mean()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ('out of memory' in text or "can't allocate memory" in text)
+
+
+def find_batch_size(peak_mb: Callable[[int], float], cap_mb: float, max_batch: int, start: int = 1) -> tuple[int, dict]:
+    """The largest batch (``start`` doubled, capped at ``max_batch``) whose ``peak_mb(batch)`` stays under
+    ``cap_mb`` and does not run out of memory; ``(batch, {batch tried: MB, or nan for out of memory})``. The first
+    batch that exceeds the cap or runs out of memory ends the search; when even ``start`` does not fit, the answer
+    is ``start`` (measured anyway, the caller sees the trials)."""
+    tried: dict[int, float] = {}
+    best, batch = None, max(1, start)
+    while True:
+        try:
+            mb = peak_mb(batch)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            mb = math.nan
+        tried[batch] = mb
+        if math.isnan(mb) or mb > cap_mb:
+            break
+        best = batch
+        if batch >= max_batch:
+            break
+        batch = min(batch * 2, max_batch)
+    return (best if best is not None else max(1, start)), tried
+
+
+def search_batch_size(target: Target, impl: str, args: argparse.Namespace) -> int:
+    """``--batch-size auto``: the largest batch whose training step (or forward, with ``--no-train`` / ``--deploy``)
+    stays under ``--mem-cap-gb`` on this device; measured with the first implementation, used for all of them."""
+    device = torch.device(args.device)
+    inference_only = args.no_train or args.deploy
+
+    def peak_mb(batch: int) -> float:
+        with kernel_backend(impl_backend(impl, args.backend)):
+            model = build_model(target, impl, device, args.channels_last, args.deploy)
+            x = make_input(batch, target.img_size, device, args.channels_last)
+            try:
+                with PeakMemory(device, absolute=True) as peak:
+                    if inference_only:
+                        with torch.no_grad(), _autocast(device, args.amp):
+                            model(x)
+                    else:
+                        train_step_fn(model.train(), x, device, args.amp)()
+                return peak.mb
+            finally:
+                del model, x
+                if device.type == 'cuda':
+                    torch.cuda.empty_cache()
+
+    # training starts at 2: BatchNorm in train mode refuses one value per channel (1x1 maps at batch 1)
+    start = 1 if inference_only else min(2, args.max_batch_size)
+    batch, tried = find_batch_size(peak_mb, args.mem_cap_gb * 1024, args.max_batch_size, start)
+    trials = ', '.join(f'{b}: {"OOM" if math.isnan(mb) else f"{mb:.0f} MB"}' for b, mb in tried.items())
+    print(f'{target.model}: batch {batch} (cap {args.mem_cap_gb:g} GB; {trials})')
+    return batch
 
 
 def run_memory_subprocess(target: Target, impl: str, args: argparse.Namespace) -> float:
-    probe = dict(asdict(target), impl=impl, batch_size=args.batch_size, device=args.device, amp=args.amp)
+    probe = dict(asdict(target), impl=impl, batch_size=args.batch_size, device=args.device, amp=_amp_name(args.amp))
+    probe.update(channels_last=args.channels_last, deploy=args.deploy)
     env = dict(os.environ)
-    if impl == 'reference':
-        env[KERNEL_ENV] = 'reference'
+    backend = impl_backend(impl, args.backend)
+    if backend is not None:
+        env[KERNEL_ENV] = backend
     cmd = [sys.executable, str(Path(__file__).resolve()), '--memory-probe', json.dumps(probe), '--threads']
     cmd.append(str(args.threads))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -309,13 +518,13 @@ def interleaved_inference(target: Target, impls: tuple[str, ...], args: argparse
     """``{impl: (model, batch seconds, batch-1 seconds)}``: every implementation's model built side by side and timed
     round-robin (``interleaved_medians``), each call under its own kernel backend."""
     device = torch.device(args.device)
-    batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
+    batch = make_input(args.batch_size, target.img_size, device, args.channels_last)
     single = batch[:1].clone()
     fns, models = {}, {}
     for impl in impls:
-        backend = 'reference' if impl == 'reference' else None
+        backend = impl_backend(impl, args.backend)
         with kernel_backend(backend):
-            model = models[impl] = build_model(target, impl, device)
+            model = models[impl] = build_model(target, impl, device, args.channels_last, args.deploy)
         runner = torch.compile(model) if args.compile else model
 
         def infer(x, runner=runner, backend=backend):
@@ -334,35 +543,39 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
     import timm
 
     device = torch.device(args.device)
-    backend = 'reference' if impl == 'reference' else None
+    backend = impl_backend(impl, args.backend)
     model, throughput_s, latency_s = timed
+    peak_mem = math.nan
     with kernel_backend(backend):
         params = sum(p.numel() for p in model.parameters())
-        batch = torch.randn(args.batch_size, 3, target.img_size, target.img_size, device=device)
+        batch = make_input(args.batch_size, target.img_size, device, args.channels_last)
 
         def infer(x):
             with torch.no_grad(), _autocast(device, args.amp):
                 return model(x)
 
-        train_img_s = math.nan
-        if not args.no_train:
+        if device.type == 'cuda' and not args.no_memory:  # the caching allocator's own count: no fresh process needed
+            with PeakMemory(device) as forward_peak:
+                infer(batch)
+            peak_mem = forward_peak.mb
+
+        train_img_s = train_peak = math.nan
+        if not (args.no_train or args.deploy):
             train_model = copy.deepcopy(model).train()
-            train_runner = torch.compile(train_model) if args.compile else train_model
-
-            def step():
-                with _autocast(device, args.amp):
-                    out = train_runner(batch)
-                out.float().mean().backward()
-                train_model.zero_grad(set_to_none=True)
-
+            step = train_step_fn(train_model, batch, device, args.amp, args.compile)
             train_img_s = args.batch_size / median_time(step, max(1, args.repeats // 2), args.warmup, device)
-            del train_model, train_runner
+            if not args.no_memory:
+                with PeakMemory(device, absolute=True) as train_mem:
+                    step()
+                train_peak = train_mem.mb
+            del train_model, step
 
         if args.profile:
             write_profile(args.out / 'profiles', target, impl, lambda: infer(batch), args)
 
     infer_img_s = args.batch_size / throughput_s
-    peak_mem = run_memory_subprocess(target, impl, args) if not args.no_memory else math.nan
+    if device.type != 'cuda' and not args.no_memory:
+        peak_mem = run_memory_subprocess(target, impl, args)
     return Row(
         model=target.model,
         family=target.family,
@@ -372,7 +585,7 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
         batch_size=args.batch_size,
         threads=args.threads,
         compile=args.compile,
-        amp=args.amp,
+        amp=bool(args.amp),
         params=params,
         gmacs=gmacs,
         infer_img_s=infer_img_s,
@@ -386,8 +599,14 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
         date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         torch=torch.__version__,
         timm=timm.__version__,
-        machine=machine_name(),
+        machine=machine_name(device),
         command=args.command,
+        amp_dtype=_amp_name(args.amp),
+        channels_last=args.channels_last,
+        backend='' if impl == 'reference' or args.backend in (None, 'auto') else args.backend,
+        deploy=args.deploy,
+        train_peak_mb=train_peak,
+        device_name=device_name(device),
     )
 
 
@@ -442,7 +661,9 @@ def read_rows(path: Path) -> list[Row]:
         for record in csv.DictReader(handle):
             values = {}
             for name, kind in types.items():
-                raw = record.get(name, '')
+                if name not in record:  # a column added after the row was written: the field's default
+                    continue
+                raw = record[name]
                 if kind in ('int',):
                     values[name] = int(raw)
                 elif kind in ('float', 'float | None'):
@@ -451,6 +672,8 @@ def read_rows(path: Path) -> list[Row]:
                     values[name] = raw == 'True'
                 else:
                     values[name] = raw
+            if values.get('amp') and not values.get('amp_dtype'):
+                values['amp_dtype'] = 'bf16'  # before --amp took a dtype it meant bf16
             rows.append(Row(**values))
     return rows
 
@@ -480,8 +703,10 @@ def write_report(path: Path, rows: list[Row], kernels_section: str = '') -> None
         '',
         'Written by `tools/benchmark.py` (do not edit by hand). GMACs: 1 multiply-add = 1 MAC (the papers\' "FLOPs"),',
         'softmax / elementwise ops not counted, batch 1 (`backbonezoo.flops`). img/s: inference at batch B, no grad;',
-        'latency: batch 1; train: forward + backward at batch B; memory: peak increase over the built model for one',
-        'batch-B forward in a fresh process; % of peak: 2 x GMACs x img/s over the fp32 2048^3 matmul rate measured in',
+        'latency: batch 1; train: forward + backward + AdamW step at batch B; memory: peak increase over the built',
+        'model for one batch-B forward (CPU: RSS in a fresh process; CUDA: `max_memory_allocated`); train MB: the',
+        "training step's peak (CUDA: all memory allocated); % of peak: 2 x GMACs x img/s over the fp32 2048^3 matmul",
+        'rate measured in',
         "the same run. speedup: img/s over the reference row of the same run (timm-owned families: timm's model;",
         'others: `BACKBONEZOO_KERNEL_BACKEND=reference`). Single figures vary 10-30 % between sittings on a shared',
         'machine: compare ratios from one run.',
@@ -496,22 +721,90 @@ def write_report(path: Path, rows: list[Row], kernels_section: str = '') -> None
         '## Models',
         '',
         '| model | impl | device | img | batch | threads | params (M) | GMACs | img/s | batch-1 ms | train img/s '
-        '| peak MB | % of peak | speedup | paper top-1 |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+        '| peak MB | train MB | % of peak | speedup | paper top-1 |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
-    for r in sorted(rows, key=lambda r: (r.family, r.model, r.impl != 'zoo', r.impl, r.img_size, r.batch_size)):
-        settings = ('+compile' if r.compile else '') + ('+bf16' if r.amp else '')
+    for r in sorted(rows, key=_row_order):
         lines.append(
-            f'| {r.model} | {r.impl}{settings} | {r.device} | {r.img_size} | {r.batch_size} | {r.threads} '
+            f'| {r.model} | {r.impl}{r.settings()} | {r.device} | {r.img_size} | {r.batch_size} | {r.threads} '
             f'| {r.params / 1e6:.3f} | {_fmt(r.gmacs, ".3f")} | {_fmt(r.infer_img_s, ".2f")} '
             f'| {_fmt(r.latency_ms, ".1f")} | {_fmt(r.train_img_s, ".2f")} | {_fmt(r.peak_mem_mb, ".0f")} '
-            f'| {_fmt(r.pct_peak, ".0f")} | {_fmt(r.speedup, ".2f")}x | {_fmt(r.top1_paper, ".1f")} |'
+            f'| {_fmt(r.train_peak_mb, ".0f")} | {_fmt(r.pct_peak, ".0f")} | {_fmt(r.speedup, ".2f")}x '
+            f'| {_fmt(r.top1_paper, ".1f")} |'
         )
     if kernels_section:
         lines += ['', '## Kernels', '', kernels_section.strip()]
     elif (path.parent / 'kernels.md').is_file():
         lines += ['', '## Kernels', '', 'See [kernels.md](kernels.md) (`tools/benchmark.py --section kernels`).']
     path.write_text('\n'.join(lines) + '\n')
+
+
+def _row_order(r: Row) -> tuple:
+    return (r.family, r.model, r.impl != 'zoo', r.impl, r.device, r.img_size, r.batch_size, r.settings())
+
+
+GPU_REPORT_NAME = 'gpu.md'
+
+
+def write_gpu_report(path: Path, rows: list[Row], smoke: bool = False) -> None:
+    """``gpu.md``: the rows measured on a GPU, per family and variant: inference and training img/s and peak memory,
+    the official implementation (impl 'official', from ``benchmarks/gpu_measure.py``) beside ours. Without GPU rows
+    the file says so. ``smoke``: every row (a CPU check of the script; its numbers mean nothing)."""
+    gpu_rows = [r for r in rows if smoke or r.device.startswith('cuda')]
+    lines = [
+        '# backbonezoo on a GPU',
+        '',
+        'Written by `tools/benchmark.py` from `results.csv` (do not edit by hand; `python tools/benchmark.py',
+        "--gpu-report` rewrites it). Prepared measurement: `bash benchmarks/gpu_measure.sh` (each family's smallest",
+        'and a mid-size variant, batch 64 at 224, BiFormer and A2Mamba also at 512x512 and 800x1216 batch 2, bf16,',
+        "default kernel backend against `backend='torch'`, official implementations beside where they run on a GPU).",
+        'img/s: inference at batch B (no grad) and training (forward + backward + AdamW step); memory: peak',
+        '`torch.cuda.max_memory_allocated` over the built model for the forward, everything allocated for the',
+        "training step. 'official' rows: the authors' code with our weights converted through the family's",
+        'converter; max |diff|: largest output difference against ours on the same input.',
+        '',
+    ]
+    if smoke:
+        lines += ['**SMOKE RUN on CPU** (`gpu_measure.py --smoke`): checks the script; the numbers mean nothing.', '']
+    if not gpu_rows:
+        lines += [
+            '**Not measured yet.** No row of `results.csv` was measured on a GPU: run `bash benchmarks/gpu_measure.sh`',
+            'on a machine with one (about 8 minutes on one H200), then commit `results.csv` and this file.',
+        ]
+        path.write_text('\n'.join(lines) + '\n')
+        return
+    runs = sorted({(r.date, r.command, r.machine, r.torch) for r in gpu_rows})
+    lines += ['## Runs', '']
+    lines += [f'- {date}: `{command}` on {machine}; torch {torch_v}' for date, command, machine, torch_v in runs]
+    lines += ['', '## Models', '']
+    for family in sorted({r.family for r in gpu_rows}):
+        lines += [
+            f'### {family}',
+            '',
+            '| model | impl | settings | GPU | img | batch | infer img/s | train img/s | infer peak MB | train peak MB '
+            '| vs official | note |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|',
+        ]
+        members = sorted((r for r in gpu_rows if r.family == family), key=_row_order)
+        for r in members:
+            official = [
+                o
+                for o in members
+                if o.impl == 'official'
+                and o.model == r.model
+                and o.img_size == r.img_size
+                and r.impl != 'official'
+                and o.batch_size == r.batch_size
+                and o.amp_dtype == r.amp_dtype
+            ]
+            versus = f'{r.infer_img_s / official[0].infer_img_s:.2f}x' if official else '-'
+            lines.append(
+                f'| {r.model} | {r.impl} | {r.settings().lstrip("+") or "fp32"} | {r.device_name or r.device} '
+                f'| {r.img_size} | {r.batch_size} | {_fmt(r.infer_img_s, ".1f")} | {_fmt(r.train_img_s, ".1f")} '
+                f'| {_fmt(r.peak_mem_mb, ".0f")} | {_fmt(r.train_peak_mb, ".0f")} | {versus} | {r.note} |'
+            )
+        lines.append('')
+    path.write_text('\n'.join(lines).rstrip('\n') + '\n')
 
 
 def write_plot(path: Path, rows: list[Row]) -> None:
@@ -565,12 +858,49 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument('--models', nargs='+', default=['*'], help="fnmatch patterns, e.g. 'efficientvit_*' shvit_s1")
-    parser.add_argument('--batch-size', type=int, default=None, help='inference / training batch (default 16)')
+    parser.add_argument(
+        '--batch-size',
+        type=_batch_size_arg,
+        default=None,
+        help="inference / training batch (default 16), or 'auto': the largest power of two (from 2; 1 with "
+        '--no-train) whose peak memory stays under --mem-cap-gb',
+    )
+    parser.add_argument('--max-batch-size', type=int, default=1024, help='--batch-size auto: at most this (1024)')
+    parser.add_argument(
+        '--mem-cap-gb',
+        type=float,
+        default=None,
+        help="--batch-size auto: peak memory cap in GB (default: 90%% of the GPU's memory; 4 on CPU)",
+    )
     parser.add_argument('--img-size', type=int, default=None, help="input side (default: each variant's native)")
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores, at most 2)')
-    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('--compile', action='store_true', help='time torch.compile(model)')
-    parser.add_argument('--amp', action='store_true', help='bfloat16 autocast')
+    parser.add_argument(
+        '--amp',
+        nargs='?',
+        const='bf16',
+        default=None,
+        choices=tuple(AMP_DTYPES),
+        help='autocast to bf16 (also the default of a bare --amp) or fp16 (training through a GradScaler on CUDA)',
+    )
+    parser.add_argument('--channels-last', action='store_true', help='model and inputs in channels-last memory format')
+    parser.add_argument(
+        '--backend',
+        default=None,
+        help="kernel backend of the zoo's implementation: auto (default), torch, triton, reference "
+        '(sets BACKBONEZOO_KERNEL_BACKEND around its calls)',
+    )
+    parser.add_argument(
+        '--deploy',
+        action='store_true',
+        help='run every implementation through backbonezoo.deploy.deploy(model) first (inference only)',
+    )
+    parser.add_argument('--no-gmacs', action='store_true', help='skip counting GMACs (fvcore tracing on CPU)')
+    parser.add_argument('--no-plot', action='store_true', help='do not redraw OUT/top1_vs_throughput.png')
+    parser.add_argument(
+        '--gpu-report', action='store_true', help='only rewrite OUT/gpu.md from OUT/results.csv (measures nothing)'
+    )
     parser.add_argument('--vs', choices=('auto', 'timm', 'reference', 'none'), default='auto', help='reference side')
     parser.add_argument('--section', choices=('models', 'kernels', 'all'), default='models')
     parser.add_argument('--out', type=Path, default=REPO / 'benchmarks', help='folder for report.md / results.csv')
@@ -587,6 +917,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     return parser
+
+
+def _batch_size_arg(text: str) -> int | str:
+    if text == 'auto':
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def _check_backend(parser: argparse.ArgumentParser, backend: str | None) -> None:
+    if backend is None:
+        return
+    from backbonezoo.kernels._backend import BACKENDS
+
+    if backend not in ('auto', *BACKENDS):
+        parser.error(f"--backend {backend!r}: expected one of 'auto', {', '.join(map(repr, BACKENDS))}")
 
 
 def _impls_for(target: Target, vs: str) -> tuple[str, ...]:
@@ -618,19 +966,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:  # internal: one forward in this fresh process, print MB
         probe = json.loads(args.memory_probe)
         impl, batch, device, amp = (probe.pop(k) for k in ('impl', 'batch_size', 'device', 'amp'))
-        print(memory_probe(Target(**probe), impl, batch, torch.device(device), amp))
+        options = {k: probe.pop(k) for k in ('channels_last', 'deploy') if k in probe}
+        print(memory_probe(Target(**probe), impl, batch, torch.device(device), amp, **options))
         return 0
 
+    csv_path = args.out / CSV_NAME
+    if args.gpu_report:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_gpu_report(args.out / GPU_REPORT_NAME, read_rows(csv_path))
+        print(f'wrote {args.out / GPU_REPORT_NAME}')
+        return 0
     args.batch_size = args.batch_size or (2 if args.quick else 16)
     args.repeats = args.repeats or (1 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    if args.batch_size < 1 or args.repeats < 1:
+    if (args.batch_size != 'auto' and args.batch_size < 1) or args.repeats < 1 or args.max_batch_size < 1:
         parser.error(f'--batch-size and --repeats must be >= 1, got {args.batch_size} and {args.repeats}')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         parser.error(f'--device {args.device}: CUDA is not available on this machine')
+    _check_backend(parser, args.backend)
+    if args.deploy:
+        deploy_fn()  # fail now, with the reason, rather than after the first model
+    if args.batch_size == 'auto' and args.mem_cap_gb is None:
+        device = torch.device(args.device)
+        total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == 'cuda' else 4.0 / 0.9
+        args.mem_cap_gb = 0.9 * total
     args.command = 'python tools/benchmark.py ' + shlex.join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
-    csv_path = args.out / CSV_NAME
 
     from tqdm import tqdm
 
@@ -645,13 +1006,17 @@ def main(argv: list[str] | None = None) -> int:
         new_rows: dict[str, list[Row]] = {}
         gmacs: dict[str, float] = {}
         timed: tuple[str | None, dict[str, tuple]] = (None, {})  # the current model's implementations only
+        model_args = args
         for index, (target, impl) in enumerate(tqdm(plan, desc='benchmark', unit='model')):
             counted = impl if impl.startswith('timm:') else target.model  # a peer is another architecture
             if counted not in gmacs:
-                gmacs[counted] = count_gmacs(target, impl)
+                gmacs[counted] = math.nan if args.no_gmacs else count_gmacs(target, impl)
             if timed[0] != target.model:  # all of a model's implementations, timed together
-                timed = (target.model, interleaved_inference(target, _impls_for(target, args.vs), args))
-            row = measure(target, impl, args, peak, gmacs[counted], timed[1][impl])
+                model_args = copy.copy(args)
+                if args.batch_size == 'auto':
+                    model_args.batch_size = search_batch_size(target, impl, args)
+                timed = (target.model, interleaved_inference(target, _impls_for(target, args.vs), model_args))
+            row = measure(target, impl, model_args, peak, gmacs[counted], timed[1][impl])
             new_rows.setdefault(target.model, []).append(row)
             tqdm.write(
                 f'{row.model:<28} {row.impl:<9} {row.infer_img_s:8.2f} img/s {row.latency_ms:8.1f} ms '
@@ -666,7 +1031,10 @@ def main(argv: list[str] | None = None) -> int:
                 rows = [r for r in rows if r.key() not in replaced] + measured
                 write_rows(csv_path, rows)
                 write_report(args.out / REPORT_NAME, rows)
-        write_plot(args.out / PLOT_NAME, rows)
+                if any(r.device.startswith('cuda') for r in rows):
+                    write_gpu_report(args.out / GPU_REPORT_NAME, rows)
+        if not args.no_plot:
+            write_plot(args.out / PLOT_NAME, rows)
 
     section = kernels_section(args.quick, args.threads) if args.section in ('kernels', 'all') else ''
     write_report(args.out / REPORT_NAME, rows, section)

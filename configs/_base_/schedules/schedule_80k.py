@@ -4,3 +4,5 @@ param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=8000
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=80000, val_interval=8000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
+# The lr above is for 16 images per iteration (8 GPUs x 2): `tools/train.py --auto-scale-lr` rescales it.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

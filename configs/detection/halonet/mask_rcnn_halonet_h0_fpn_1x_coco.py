@@ -9,3 +9,7 @@ model = dict(
     neck=dict(in_channels=[32, 64, 128, 256]),
 )
 optim_wrapper = dict(optimizer=dict(weight_decay=0.05))
+
+# Batch: 16 in total = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 16; `--amp` trains in mixed precision.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -2,3 +2,7 @@
 _base_ = ['./retinanet_litv2_b_fpn_1x_coco.py']
 
 model = dict(backbone=dict(model_kwargs=dict(window_sizes=(0, 0, 4, 1))))
+
+# Batch: 16 in total = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 16; `--amp` trains in mixed precision.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

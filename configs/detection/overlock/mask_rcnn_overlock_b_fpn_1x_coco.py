@@ -29,3 +29,7 @@ optim_wrapper = dict(
         custom_keys={k: dict(decay_mult=0.0) for k in ('norm1', 'norm2', 'out_norms', 'overview_proj.norm')}
     ),
 )
+
+# Batch: 16 in total = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 16; `--amp` trains in mixed precision.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -30,3 +30,7 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=36, by_epoch=True, milestones=[27, 33], gamma=0.1),
 ]
 train_cfg = dict(max_epochs=36)
+
+# Batch: 16 in total = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 16; `--amp` trains in mixed precision.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

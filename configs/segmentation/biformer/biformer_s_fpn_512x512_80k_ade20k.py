@@ -26,3 +26,8 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=1000),
     dict(type='CosineAnnealingLR', T_max=79000, eta_min=2e-12, by_epoch=False, begin=1000, end=80000),
 ]
+
+# Batch: 32 in total = 8 GPUs x 4 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 32; `--amp` trains in mixed precision.
+train_dataloader = dict(batch_size=4)  # the UniFormer recipe BiFormer follows
+auto_scale_lr = dict(enable=False, base_batch_size=32)

@@ -7,3 +7,8 @@ model = dict(
     backbone=dict(_delete_=True, type='PATNet', arch='t2', drop_path_rate=0.05),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )
+
+# Batch: 32 in total = 8 GPUs x 4 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 32; `--amp` trains in mixed precision.
+train_dataloader = dict(batch_size=4)  # the PoolFormer recipe of lr 2e-4
+auto_scale_lr = dict(enable=False, base_batch_size=32)

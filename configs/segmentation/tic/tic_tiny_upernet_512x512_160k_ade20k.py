@@ -11,3 +11,7 @@ model = dict(
     auxiliary_head=dict(in_channels=384, num_classes=150),
 )
 train_dataloader = dict(batch_size=2)
+
+# Batch: 16 in total = 8 GPUs x 2 images (train_dataloader.batch_size is per GPU). On N GPUs x B
+# images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 16; `--amp` trains in mixed precision.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

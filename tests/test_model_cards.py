@@ -12,7 +12,7 @@ from helpers import REPO
 
 import backbonezoo
 from backbonezoo.flops import CONVENTION
-from backbonezoo.zoo import Family, Variant
+from backbonezoo.zoo import Family, Variant, Weights
 
 sys.path.insert(0, str(REPO / 'tools'))
 import model_cards as tool  # noqa: E402
@@ -85,7 +85,15 @@ def _toy_family(**extra) -> Family:
         weights_license='CC-BY-4.0',
         module='backbonezoo.backbones.toy',
         variants=(
-            Variant('toy_small', 'Toy-S', 1_000_000, 0.5, 70.1, 224, weights='https://example.org/toy_s.pth'),
+            Variant(
+                'toy_small',
+                'Toy-S',
+                1_000_000,
+                0.5,
+                70.1,
+                224,
+                pretrained=(Weights('in1k', url='https://example.org/toy_s.pth'),),
+            ),
             Variant('toy_big', 'Toy-B', 2_000_000, 1.0, 75.2, 224, notes='not released'),
         ),
         citation='@article{toy2099, title={Toy}}',

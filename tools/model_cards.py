@@ -116,6 +116,22 @@ def _arch(family, name: str) -> str:
     return name[len(prefix) :] if name.startswith(prefix) else name
 
 
+def _weights_line(weights) -> str:
+    """One pretrained tag (backbonezoo.zoo.Weights): how it loads."""
+    if weights.hf_hub_id:
+        text = f'`pretrained=True` downloads it from the Hugging Face Hub (`{weights.hf_hub_id}`)'
+    elif weights.url:
+        text = f'`pretrained=True` downloads {weights.url}'
+    else:
+        text = (
+            f'manual download from {weights.manual_download} (not a direct file link): fetch the file by hand, '
+            'then `pretrained_cfg_overlay=dict(file=PATH)`'
+        )
+    if weights.official:
+        text += f'; official file {weights.official}'
+    return text + (f'. {weights.note}' if weights.note else '')
+
+
 def render_card(family, registered: set[str], measurements: dict, results: list[dict]) -> str:
     """The Markdown card of one family (deterministic: same inputs, same text)."""
     from backbonezoo.flops import CONVENTION
@@ -288,9 +304,9 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         ]
 
     lines += ['', '## Load official checkpoints', '']
-    weights = [(v.name, v.weights) for v in family.variants if v.weights]
+    weights = [(v.name, w) for v in family.variants for w in v.pretrained]
     if weights:
-        lines += [f'- `{name}`: {where}' for name, where in weights]
+        lines += [f'- `{name}.{w.tag}`: {_weights_line(w)}' for name, w in weights]
         lines.append('')
     lines += [
         '```python',

@@ -1,9 +1,15 @@
 """A2Mamba: attention-augmented state space models (MASS token mixer)."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _WEIGHTS = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_{}.pth'
+
+
+def _in1k(size: str) -> tuple[Weights, ...]:
+    # the authors' own Hugging Face repository (a direct resolve link), nested under 'state_dict'
+    return (Weights('in1k', url=_WEIGHTS.format(size)),)
+
 
 _CODE = 'LMMMEng/A2Mamba@a9ea14c'
 # timm's train.py (its defaults) with scripts/train_a2m_<v>.sh on top.
@@ -103,17 +109,17 @@ FAMILY = Family(
     weights_license='unspecified (no LICENSE file in the official repository)',
     module='backbonezoo.backbones.a2mamba',
     variants=(
-        Variant('a2mamba_nano', 'A2Mamba-Nano', 4_195_052, gmacs=0.8, top1=78.7, weights=_WEIGHTS.format('nano')),
-        Variant('a2mamba_tiny', 'A2Mamba-Tiny', 15_365_506, gmacs=2.7, top1=83.0, weights=_WEIGHTS.format('tiny')),
-        Variant('a2mamba_small', 'A2Mamba-Small', 30_672_834, gmacs=5.4, top1=84.7, weights=_WEIGHTS.format('small')),
-        Variant('a2mamba_base', 'A2Mamba-Base', 51_134_464, gmacs=10.7, top1=85.7, weights=_WEIGHTS.format('base')),
+        Variant('a2mamba_nano', 'A2Mamba-Nano', 4_195_052, gmacs=0.8, top1=78.7, pretrained=_in1k('nano')),
+        Variant('a2mamba_tiny', 'A2Mamba-Tiny', 15_365_506, gmacs=2.7, top1=83.0, pretrained=_in1k('tiny')),
+        Variant('a2mamba_small', 'A2Mamba-Small', 30_672_834, gmacs=5.4, top1=84.7, pretrained=_in1k('small')),
+        Variant('a2mamba_base', 'A2Mamba-Base', 51_134_464, gmacs=10.7, top1=85.7, pretrained=_in1k('base')),
         Variant(
             'a2mamba_large',
             'A2Mamba-Large',
             93_737_376,
             gmacs=17.4,
             top1=86.1,
-            weights=_WEIGHTS.format('large'),
+            pretrained=_in1k('large'),
             notes='The README says 95M parameters; the official code builds 93,737,376 (unexplained difference).',
         ),
     ),
@@ -133,7 +139,7 @@ FAMILY = Family(
         'attention maps; stage 4 uses global attention with a learned bias. Parameter counts are those of the '
         'official code (parameters(), the tied rpb counted once).'
     ),
-    extra=dict(
+    extra=FamilyExtra(
         official_commit='LMMMEng/A2Mamba@a9ea14c6ab11d3cfd5cbc600651d710397a707ad',
         checkpoint_nesting=('state_dict', None),
         crop_pct={'nano': 0.9, 'tiny': 0.9, 'small': 0.9, 'base': 0.95, 'large': 0.975},

@@ -1,9 +1,22 @@
 """BiFormer: vision transformer with bi-level routing attention (CVPR 2023)."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
+
+
+def _onedrive(share: str) -> tuple[Weights, ...]:
+    # The official README's OneDrive links. A browser downloads the file, but the link's path ends in "content": timm's
+    # downloader caches by that last part, so every BiFormer file would land in (and reload) the same cache entry.
+    return (
+        Weights(
+            'in1k',
+            manual_download=_ONEDRIVE.format(share),
+            note='Official OneDrive share: save the file under its own name (the weights sit under "model").',
+        ),
+    )
+
 
 _CODE = 'rayleizhu/BiFormer@1697bbb'
 # DeiT's main.py, as exported with its defaults to configs/train_args.yaml; the per-model run commands are in
@@ -99,7 +112,7 @@ FAMILY = Family(
             13_142_760,
             gmacs=2.2,
             top1=81.4,
-            weights=_ONEDRIVE.format('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'),
+            pretrained=_onedrive('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'),
         ),
         Variant(
             'biformer_small',
@@ -107,7 +120,7 @@ FAMILY = Family(
             25_536_232,
             gmacs=4.5,
             top1=83.8,
-            weights=_ONEDRIVE.format('s!AkBbczdRlZvChHDyM-x9KWRBZ832'),
+            pretrained=_onedrive('s!AkBbczdRlZvChHDyM-x9KWRBZ832'),
         ),
         Variant(
             'biformer_base',
@@ -115,7 +128,7 @@ FAMILY = Family(
             56_804_968,
             gmacs=9.8,
             top1=84.3,
-            weights=_ONEDRIVE.format('s!AkBbczdRlZvChHI_XPhoadjaNxtO'),
+            pretrained=_onedrive('s!AkBbczdRlZvChHI_XPhoadjaNxtO'),
         ),
         Variant(
             'biformer_stl',
@@ -123,7 +136,7 @@ FAMILY = Family(
             28_372_552,
             gmacs=4.6,
             top1=82.7,
-            weights=_ONEDRIVE.format('s!AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
+            pretrained=_onedrive('s!AkBbczdRlZvChSf-m7ujkvx9lIQ1'),
             notes='Swin-T layout ablation model (patch stem, norm-then-conv merges), legacy routing attention.',
         ),
         Variant(
@@ -132,7 +145,7 @@ FAMILY = Family(
             28_372_552,
             gmacs=4.6,
             top1=82.7,
-            weights=_ONEDRIVE.format('s!AkBbczdRlZvChWYrKbWbMgqd2Ai0'),
+            pretrained=_onedrive('s!AkBbczdRlZvChWYrKbWbMgqd2Ai0'),
             notes='BiFormer-STL with the refactored NCHW routing attention: zero padding after the projection, '
             'region size floor(side / n_win), stage-4 LePE on the values.',
         ),
@@ -152,16 +165,16 @@ FAMILY = Family(
         'grid routes to its top-k most related regions (region-mean queries and keys), then its tokens attend to the '
         'tokens of those regions only. Stage 4 uses global attention with a depthwise LePE branch.'
     ),
-    extra={
-        'flops_counter': 'fvcore (one fused multiply-add = one flop; gather, topk and softmax not counted)',
-        'eval_transform': 'Resize(256/224 * size, bicubic) + CenterCrop(size), ImageNet mean/std',
-        'notes': [
+    extra=FamilyExtra(
+        flops_counter='fvcore (one fused multiply-add = one flop; gather, topk and softmax not counted)',
+        eval_transform='Resize(256/224 * size, bicubic) + CenterCrop(size), ImageNet mean/std',
+        notes=[
             'Dense-task sizes (benchmarks/kernels.md, whole backbone, batch 1, 16 regions): at 800x1216 BiFormer-T / '
             '-S run 2.3x faster than the official top-k key / value copies at 0.36x / 0.46x their peak memory; at '
             '512x512, 1.1x faster at 0.39x / 0.45x the memory. At 224 (batch 16) 1.8x the throughput at 0.46x / '
             '0.39x the memory: the linear layers take 45 % of the time there (see the profile in '
             'benchmarks/profiles/).',
         ],
-    },
+    ),
     recipes=_RECIPES,
 )

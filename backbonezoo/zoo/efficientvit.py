@@ -1,13 +1,20 @@
 """EfficientViT-M (MSRA, cascaded group attention): timm's ``efficientvit_m0..m5``, extended by backbonezoo."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 
 _RELEASE = 'https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0'
 
 
-def _weights(index: int) -> str:
-    official = f'{_RELEASE}/efficientvit_m{index}.pth'
-    return f'official: {official} (nested under "model"); timm hub: timm/efficientvit_m{index}.r224_in1k'
+def _weights(index: int) -> tuple[Weights, ...]:
+    # timm's own tag (hub layout); the authors' release file (nested under "model") converts on load
+    return (
+        Weights(
+            'r224_in1k',
+            hf_hub_id=f'timm/efficientvit_m{index}.r224_in1k',
+            official=f'{_RELEASE}/efficientvit_m{index}.pth',
+            note='The official file nests the weights under "model".',
+        ),
+    )
 
 
 FAMILY = Family(
@@ -25,12 +32,12 @@ FAMILY = Family(
     min_size=64,
     fixed_size=False,
     variants=(
-        Variant('efficientvit_m0', 'EfficientViT-M0', 2_349_436, 0.079, 63.2, 224, weights=_weights(0)),
-        Variant('efficientvit_m1', 'EfficientViT-M1', 2_980_560, 0.167, 68.4, 224, weights=_weights(1)),
-        Variant('efficientvit_m2', 'EfficientViT-M2', 4_187_554, 0.201, 70.8, 224, weights=_weights(2)),
-        Variant('efficientvit_m3', 'EfficientViT-M3', 6_900_722, 0.263, 73.4, 224, weights=_weights(3)),
-        Variant('efficientvit_m4', 'EfficientViT-M4', 8_804_228, 0.299, 74.3, 224, weights=_weights(4)),
-        Variant('efficientvit_m5', 'EfficientViT-M5', 12_473_772, 0.522, 77.1, 224, weights=_weights(5)),
+        Variant('efficientvit_m0', 'EfficientViT-M0', 2_349_436, 0.079, 63.2, 224, pretrained=_weights(0)),
+        Variant('efficientvit_m1', 'EfficientViT-M1', 2_980_560, 0.167, 68.4, 224, pretrained=_weights(1)),
+        Variant('efficientvit_m2', 'EfficientViT-M2', 4_187_554, 0.201, 70.8, 224, pretrained=_weights(2)),
+        Variant('efficientvit_m3', 'EfficientViT-M3', 6_900_722, 0.263, 73.4, 224, pretrained=_weights(3)),
+        Variant('efficientvit_m4', 'EfficientViT-M4', 8_804_228, 0.299, 74.3, 224, pretrained=_weights(4)),
+        Variant('efficientvit_m5', 'EfficientViT-M5', 12_473_772, 0.522, 77.1, 224, pretrained=_weights(5)),
     ),
     citation="""@inproceedings{liu2023efficientvit,
   title     = {EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention},
@@ -46,7 +53,7 @@ FAMILY = Family(
         '(identical math); backbonezoo adds official-checkpoint conversion, a kernel-backed attention that runs at '
         'any input size (to_kernel_backed), the mmdet/mmseg backbone and the official EfficientViTFPN neck.'
     ),
-    extra=dict(
+    extra=FamilyExtra(
         params_note='sum(p.numel()) of the unfused model, attention_biases included (equal to the official count)',
         gmacs_note='paper FLOPs = MACs of the BN-fused model at 224 (fvcore convention: softmax/elementwise skipped)',
         top1_note='ImageNet-1k top-1 reported in the official README (paper numbers)',

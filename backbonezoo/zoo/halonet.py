@@ -1,6 +1,6 @@
 """HaloNet (blocked local self-attention with halos): the paper's H0-H7 and timm's HaloNet hybrids."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 
 _TIMM_RELEASE = 'https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights'
 _PAPER_TABLE = (
@@ -18,7 +18,6 @@ def _paper(name: str, paper_name: str, params_m: float, top1: float, img_size: i
         top1,
         img_size,
         params_rtol=0.02,
-        weights='none',
         notes='; '.join(filter(None, (_PAPER_TABLE, notes))),
     )
 
@@ -32,7 +31,7 @@ def _timm(name: str, paper_name: str, params: int, gmacs: float, top1: float, ta
         gmacs,
         top1,
         256,
-        weights=f'timm hub: timm/{name}.{tag} (flat timm layout, also {_TIMM_RELEASE}/{file})',
+        pretrained=(Weights(tag, url=f'{_TIMM_RELEASE}/{file}', hf_hub_id=f'timm/{name}.{tag}'),),
         notes='timm hybrid, not a paper variant: params measured, GMACs fvcore at 256, top-1 from timm results',
     )
 
@@ -61,8 +60,8 @@ FAMILY = Family(
             None,
             79.9,
             256,
-            weights='none (timm registers halonet_h1.untrained)',
-            notes='timm-owned; built count 8.100M equals the paper 8.1M; top-1 is the paper figure',
+            notes='timm-owned, no weights (timm registers halonet_h1.untrained); built count 8.100M equals the paper '
+            '8.1M; top-1 is the paper figure',
         ),
         _paper('halonet_h2', 'HaloNet-H2', 9.4, 80.4, 256),
         _paper('halonet_h3', 'HaloNet-H3', 11.8, 81.9, 320),
@@ -116,7 +115,7 @@ FAMILY = Family(
         "adds the paper variants H0, H2-H7 on timm's ByoaNet machinery, a kernel-backed halo attention "
         '(to_kernel_backed) that also pads inputs to block multiples, and the mmdet/mmseg backbone.'
     ),
-    extra=dict(
+    extra=FamilyExtra(
         unsupported=(
             'haloregnetz_b (block 7: needs 224 multiples), halo2botnet50ts_256 and lamhalobotnet50ts_256 (fixed 256) '
             'are timm HaloNets outside this family listing because the family-wide size rule cannot express their '

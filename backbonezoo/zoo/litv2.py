@@ -1,9 +1,14 @@
 """LITv2 (HiLo attention): metadata. Numbers are the paper's (GMACs, top-1) and the official code's (params)."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _RELEASES = 'https://github.com/ziplab/LITv2/releases/download/v1.0'
+
+
+def _in1k(file: str) -> tuple[Weights, ...]:
+    return (Weights('in1k', url=f'{_RELEASES}/{file}.pth'),)
+
 
 _CODE = 'ziplab/LITv2@7501c86'
 _LITV2 = Recipe(
@@ -85,9 +90,9 @@ FAMILY = Family(
     weights_license='Apache-2.0',
     module='backbonezoo.backbones.litv2',
     variants=(
-        Variant('litv2_small', 'LITv2-S', 27_844_000, gmacs=3.7, top1=82.0, weights=f'{_RELEASES}/litv2_s.pth'),
-        Variant('litv2_medium', 'LITv2-M', 48_830_368, gmacs=7.5, top1=83.3, weights=f'{_RELEASES}/litv2_m.pth'),
-        Variant('litv2_base', 'LITv2-B', 86_520_704, gmacs=13.2, top1=83.6, weights=f'{_RELEASES}/litv2_b.pth'),
+        Variant('litv2_small', 'LITv2-S', 27_844_000, gmacs=3.7, top1=82.0, pretrained=_in1k('litv2_s')),
+        Variant('litv2_medium', 'LITv2-M', 48_830_368, gmacs=7.5, top1=83.3, pretrained=_in1k('litv2_m')),
+        Variant('litv2_base', 'LITv2-B', 86_520_704, gmacs=13.2, top1=83.6, pretrained=_in1k('litv2_b')),
         Variant(
             'litv2_base_384',
             'LITv2-B 384',
@@ -95,7 +100,7 @@ FAMILY = Family(
             gmacs=39.7,
             top1=84.7,
             img_size=384,
-            weights=f'{_RELEASES}/litv2_b_384.pth',
+            pretrained=_in1k('litv2_b_384'),
             notes='fine-tuned 30 epochs at 384 from LITv2-B',
         ),
     ),
@@ -115,10 +120,10 @@ FAMILY = Family(
         'keys and values. Stages are joined by deformable token merging, a 2x2 stride-2 deformable convolution. '
         'There is no position embedding; a 3x3 depthwise convolution in every FFN carries position.'
     ),
-    extra={
-        'flops_convention': 'multiply-accumulates, batch 1, deformable convolutions counted as dense 2x2 convs '
+    extra=FamilyExtra(
+        flops_convention='multiply-accumulates, batch 1, deformable convolutions counted as dense 2x2 convs '
         '(the paper counts them the same way)',
-        'offset_lr_multiplier': 0.01,
-    },
+        offset_lr_multiplier=0.01,
+    ),
     recipes=_RECIPES,
 )

@@ -1,15 +1,20 @@
 """OverLoCK (Base-Net, Overview-Net, Focus-Net with ContMix dynamic kernels): backbonezoo's own models."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1'
 
 
-def _weights(name: str) -> str:
+def _weights(name: str) -> tuple[Weights, ...]:
+    # both official files load into the default (deploy-form) model; the training-form one also into deploy=False
     return (
-        f'official: {_RELEASE}/overlock_{name}_in1k_224.pth (training form) and '
-        f'{_RELEASE}/overlock_{name}_in1k_224_reparam.pth (reparameterised); nested under "state_dict" or bare'
+        Weights('in1k', url=f'{_RELEASE}/overlock_{name}_in1k_224.pth', note='Training form (deploy=False layout).'),
+        Weights(
+            'in1k_reparam',
+            url=f'{_RELEASE}/overlock_{name}_in1k_224_reparam.pth',
+            note='Reparameterised (deploy) form of the same weights.',
+        ),
     )
 
 
@@ -97,10 +102,10 @@ FAMILY = Family(
         # registered models build and what the paper's 16M / 33M / 56M / 95M round (checked against the official
         # code built with deploy=True, use_ds=False). The training form (deploy=False) has 16_969_600 /
         # 34_476_448 / 57_795_748 / 97_434_816; the aux head adds C3 * 1001 + 2 * C3.
-        Variant('overlock_xt', 'OverLoCK-XT', 16_453_712, 2.6, 82.7, 224, weights=_weights('xt')),
-        Variant('overlock_t', 'OverLoCK-T', 33_467_040, 5.5, 84.2, 224, weights=_weights('t')),
-        Variant('overlock_s', 'OverLoCK-S', 56_156_452, 9.7, 84.8, 224, weights=_weights('s')),
-        Variant('overlock_b', 'OverLoCK-B', 94_942_528, 16.7, 85.1, 224, weights=_weights('b')),
+        Variant('overlock_xt', 'OverLoCK-XT', 16_453_712, 2.6, 82.7, 224, pretrained=_weights('xt')),
+        Variant('overlock_t', 'OverLoCK-T', 33_467_040, 5.5, 84.2, 224, pretrained=_weights('t')),
+        Variant('overlock_s', 'OverLoCK-S', 56_156_452, 9.7, 84.8, 224, pretrained=_weights('s')),
+        Variant('overlock_b', 'OverLoCK-B', 94_942_528, 16.7, 85.1, 224, pretrained=_weights('b')),
     ),
     citation="""@inproceedings{lou2025overlock,
   title     = {OverLoCK: An Overview-first-Look-Closely-next ConvNet with Context-Mixing Dynamic Kernels},
@@ -116,7 +121,7 @@ FAMILY = Family(
         'from the affinity of each pixel with 7x7 pooled context regions, with NATTEN-style border-shifted windows '
         '(backbonezoo.kernels.local_aggregate). Runs without natten 0.17, which no longer builds for current torch.'
     ),
-    extra=dict(
+    extra=FamilyExtra(
         onnx_export_slow=(
             'dynamo export of OverLoCK-XT (dynamic H / W) takes about 10 CPU-minutes (one thread) without the '
             'onnxscript graph optimisation the contract test skips (torch.export 172 s, decomposition + translation '

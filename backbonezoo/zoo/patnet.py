@@ -1,6 +1,6 @@
 """PATNet: Partial Convolution Meets Visual Attention (2025)."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant
 from .recipe import Recipe
 
 _REPO_NOTE = 'Shapes from the official repository (cfg/PartialNet_*.yaml); the paper table was not retrieved.'
@@ -164,16 +164,16 @@ FAMILY = Family(
         'self-attention with an iRPE bias (PAT_sf) in stage 4, and optionally a one-channel spatial gate (PAT_sp) '
         'after every MLP.'
     ),
-    extra={
-        'flops_counter': 'fvcore (one fused multiply-add = one flop), measured from the official builder (the sheet)',
-        'mm_type': 'PATNet',
+    extra=FamilyExtra(
+        flops_counter='fvcore (one fused multiply-add = one flop), measured from the official builder (the sheet)',
+        mm_type='PATNet',
         # PATNet's claim is speed over FasterNet: tools/benchmark.py measures each variant beside timm's FasterNet
         # of the same tier, in the same run
-        'benchmark_peers': {
+        benchmark_peers={
             **{f'patnet_{tier}': f'fasternet_{tier}' for tier in ('t0', 't1', 't2', 's', 'm', 'l')},
             **{f'patnet_det_{tier}': f'fasternet_{tier}' for tier in ('s', 'm', 'l')},
         },
-        'notes': [
+        notes=[
             'The official repository holds two shape sets: the classification configurations (patnet_t0 ... l, '
             'PAT_sp only in t1) and FasterNet-shaped detection backbones with PAT_sp (patnet_det_s / m / l). We '
             'follow the repository where it and the paper disagree.',
@@ -182,6 +182,6 @@ FAMILY = Family(
             'Inputs whose sides are not multiples of 32 are floored by the strided convolutions, as in the official '
             'model; the mm backbone pads to 32 instead.',
         ],
-    },
+    ),
     recipes=_RECIPES,
 )

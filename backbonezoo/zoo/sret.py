@@ -1,9 +1,21 @@
 """SReT: Sliced Recursive Transformer (ECCV 2022)."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _DRIVE = 'https://drive.google.com/file/d/{}/view'
+_DRIVE_NOTE = 'Official Google Drive file (last-epoch weights, nested under "model").'
+
+
+def _drive(in1k: str | None, in1k_dist: str | None = None) -> tuple[Weights, ...]:
+    """The official Google Drive files by file id: ImageNet-1k training, and training with distillation (in1k_dist)."""
+    ids = {'in1k': in1k, 'in1k_dist': in1k_dist}
+    return tuple(
+        Weights(tag, manual_download=_DRIVE.format(file_id), note=_DRIVE_NOTE)
+        for tag, file_id in ids.items()
+        if file_id
+    )
+
 
 _CODE = 'szq0214/SReT@af6db0a'
 _DEIT = 'facebookresearch/deit main.py defaults'
@@ -86,7 +98,7 @@ FAMILY = Family(
             4_755_979,
             gmacs=1.1,
             top1=76.0,
-            weights=_DRIVE.format('1FDTpva6y-I_bKmyVmLFDn_3BlDq3dwni'),
+            pretrained=_drive('1FDTpva6y-I_bKmyVmLFDn_3BlDq3dwni', '1xzG4VQyQyxWJfQTcGCE-fuMuK3BwPCjK'),
             notes='Distilled weights (77.6) load into the same model (tag in1k_dist).',
         ),
         Variant(
@@ -95,7 +107,7 @@ FAMILY = Family(
             4_988_024,
             gmacs=1.2,
             top1=76.7,
-            weights=_DRIVE.format('1uSWvoVLHmOH6rNYiXSxD_rlN5dSBvEm3'),
+            pretrained=_drive('1uSWvoVLHmOH6rNYiXSxD_rlN5dSBvEm3', '1l6u0q4kwli5czEyo4TeJANtqsulh-J5G'),
             notes='Distilled: 77.7.',
         ),
         Variant(
@@ -104,7 +116,7 @@ FAMILY = Family(
             4_988_024,
             gmacs=1.2,
             top1=76.6,
-            weights=_DRIVE.format('1sKW9KJ5PLkDVXcW6m7dp8ieLwyCJNRqV'),
+            pretrained=_drive('1sKW9KJ5PLkDVXcW6m7dp8ieLwyCJNRqV'),
             notes="The README's alternative slicing: 16/14/1 groups, no recursive slicing.",
         ),
         Variant(
@@ -113,7 +125,7 @@ FAMILY = Family(
             20_899_692,
             gmacs=4.2,
             top1=81.9,
-            weights=_DRIVE.format('1y6F_bCgS1sagm7pxjAtuSPUB5HoNb8Ed'),
+            pretrained=_drive('1y6F_bCgS1sagm7pxjAtuSPUB5HoNb8Ed'),
         ),
         Variant(
             'sret_tiny_noslice',
@@ -121,7 +133,7 @@ FAMILY = Family(
             4_755_979,
             gmacs=1.4,
             top1=76.1,
-            weights=_DRIVE.format('1wHM7NRSkz-WykCSES17xFV56h_m5RMXj'),
+            pretrained=_drive('1wHM7NRSkz-WykCSES17xFV56h_m5RMXj', '1P1qK-j1Cac5le8-DNUFBbjmIpRThuiVp'),
             notes='Distilled: 77.7.',
         ),
         Variant(
@@ -130,7 +142,7 @@ FAMILY = Family(
             4_988_024,
             gmacs=1.4,
             top1=76.8,
-            weights=_DRIVE.format('1EXwfiMMa1UVQ_tmY6YQJ-Se0b3bW5NpC'),
+            pretrained=_drive('1EXwfiMMa1UVQ_tmY6YQJ-Se0b3bW5NpC', '1FDqkfkw5nZEuTcBmiBKg3lvPJOPQWS6i'),
             notes='Distilled: 77.9.',
         ),
         Variant(
@@ -139,7 +151,7 @@ FAMILY = Family(
             20_899_692,
             gmacs=4.7,
             top1=82.0,
-            weights=_DRIVE.format('1vlsxJieKhfnw-F6xFiwczvXBuk7ugXxm'),
+            pretrained=_drive('1vlsxJieKhfnw-F6xFiwczvXBuk7ugXxm'),
         ),
         Variant(
             'sret_tiny_noslice_384',
@@ -148,7 +160,7 @@ FAMILY = Family(
             gmacs=6.4,
             top1=79.7,
             img_size=384,
-            weights=_DRIVE.format('11mWAktu6LrNa0Qt61WJGA0eTWoKYD1Be'),
+            pretrained=_drive(None, '11mWAktu6LrNa0Qt61WJGA0eTWoKYD1Be'),
             notes='README: 4.9M params; count = SReT-⋇T with a 48x48 position embedding.',
         ),
         Variant(
@@ -158,7 +170,7 @@ FAMILY = Family(
             gmacs=18.5,
             top1=83.8,
             img_size=384,
-            weights=_DRIVE.format('1z5whJpXbbtFdjLpS1pCPvKcJhVnYCeo-'),
+            pretrained=_drive(None, '1z5whJpXbbtFdjLpS1pCPvKcJhVnYCeo-'),
         ),
         Variant(
             'sret_small_noslice_512',
@@ -167,7 +179,7 @@ FAMILY = Family(
             gmacs=42.8,
             top1=84.3,
             img_size=512,
-            weights=_DRIVE.format('1AZXIGMiGboI-nkoKuPnHnhDlBwZumuiB'),
+            pretrained=_drive(None, '1AZXIGMiGboI-nkoKuPnHnhDlBwZumuiB'),
             notes='README: 21.3M params; count = SReT-⋇S with a 64x64 position embedding.',
         ),
     ),
@@ -185,12 +197,12 @@ FAMILY = Family(
         'into contiguous token groups, and the recursive pass shuffles the tokens by a random permutation first '
         '(also at inference, as in the official code; `model.set_shuffle_seed(seed)` makes inference deterministic).'
     ),
-    extra={
-        'mm_type': 'SReT',
-        'random_eval': True,
-        'deterministic_env': {'BACKBONEZOO_SRET_SHUFFLE_SEED': '0'},
-        'flops_counter': 'fvcore (one fused multiply-add = one flop)',
-        'notes': [
+    extra=FamilyExtra(
+        mm_type='SReT',
+        random_eval=True,
+        deterministic_env={'BACKBONEZOO_SRET_SHUFFLE_SEED': '0'},
+        flops_counter='fvcore (one fused multiply-add = one flop)',
+        notes=[
             'The official forward draws torch.randperm from the global CPU generator on every recursive pass, in eval '
             'mode too: outputs vary run to run by ~1e-3 unless the generator is seeded. backbonezoo reproduces the '
             'same draws in the same order; `model.set_shuffle_seed(seed)` draws from a private generator instead.',
@@ -202,6 +214,6 @@ FAMILY = Family(
             'through new LayerNorms, pads inputs to multiples of 32, and uses the deterministic shuffle mode; the '
             '`Stride4Pyramid` neck adds a stride-4 level (ViTDet-style transposed conv) for FPN / UPerNet.',
         ],
-    },
+    ),
     recipes=_RECIPES,
 )

@@ -1,7 +1,7 @@
 """TiC (MSA-Conv): metadata. Only the operator is official; the network and its three variants are our configurations
 (the paper's tables were not available), so params are our exact counts and there are no paper GMACs / top-1."""
 
-from . import Family, Variant
+from . import Family, FamilyExtra, Variant
 from .recipe import TIMM_COSINE, Recipe
 
 _OURS = 'Our configuration (no paper table): counts are ours, no paper FLOPs or accuracy, no weights.'
@@ -79,12 +79,12 @@ FAMILY = Family(
         "released: the network, its block layout and the three variants are backbonezoo's configurations, not the "
         "paper's, and no weights exist."
     ),
-    extra={
-        'mm_type': 'TiC',
-        'variants_ours': True,
-        'flops_convention': 'multiply-accumulates, batch 1, MSA-Conv counted by the local_attention handle '
+    extra=FamilyExtra(
+        mm_type='TiC',
+        variants_ours=True,
+        flops_convention='multiply-accumulates, batch 1, MSA-Conv counted by the local_attention handle '
         '(k*k keys per query, d_qk + d_v MACs each); no paper figures to compare with',
-        'notes': (
+        notes=(
             "Everything above the operator is our design, written from the paper's abstract and the author's "
             'answers in the official repository: stem, block (pre-norm MSA-Conv + MLP), the alternation of plain and '
             'long-range blocks, kernel 7, dilations 2-2-1-1, inter-pooling factors 2-2-2-1, shift = k // 2 * '
@@ -101,6 +101,6 @@ FAMILY = Family(
             'RetinaNet / Mask R-CNN 1x and UPerNet 160k setups, and classification uses the DeiT / Swin 300-epoch '
             'AdamW recipe (our choice: no recipe was published).'
         ),
-    },
+    ),
     recipes=_RECIPES,
 )

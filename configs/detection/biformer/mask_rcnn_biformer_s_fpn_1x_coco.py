@@ -14,9 +14,10 @@ model = dict(
         auto_pad=True,
         drop_path_rate=0.2,
         norm_eval=True,
+        # the ImageNet checkpoint sits behind a OneDrive share page (model_cards/biformer.md): save it here
         init_cfg=dict(
             type='Pretrained',
-            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHDyM-x9KWRBZ832/root/content',
+            checkpoint='pretrained/biformer_small.pth',
         ),
     ),
     neck=dict(in_channels=[64, 128, 256, 512]),

@@ -14,9 +14,10 @@ model = dict(
         auto_pad=True,
         drop_path_rate=0.3,
         norm_eval=True,
+        # the ImageNet checkpoint sits behind a OneDrive share page (model_cards/biformer.md): save it here
         init_cfg=dict(
             type='Pretrained',
-            checkpoint='https://api.onedrive.com/v1.0/shares/s!AkBbczdRlZvChHI_XPhoadjaNxtO/root/content',
+            checkpoint='pretrained/biformer_base.pth',
         ),
     ),
     neck=dict(in_channels=[96, 192, 384, 768], start_level=1, add_extra_convs='on_input'),

@@ -89,3 +89,24 @@ def test_ade_layout(demo_data):
     assert label.dtype == np.uint8 and label.ndim == 2
     assert set(np.unique(label)) <= set(range(len(tool.ADE_CLASSES) + 1))
     assert (label[0] == 0).all(), 'the border is "other" (0), ignored under reduce_zero_label'
+
+
+def test_demo_classification_config_uses_the_timm_pipeline_and_the_shared_eval_protocol(demo_data, monkeypatch):
+    """The demo trains with timm's transform and evaluates with TimmClsEval; one sample of each passes through."""
+    pytest.importorskip('mmengine')
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS
+
+    import backbonezoo.mm  # noqa: F401
+
+    monkeypatch.setenv('BACKBONEZOO_DEMO_DATA', str(demo_data))
+    cfg = Config.fromfile(str(REPO / 'configs' / 'demo' / 'efficientvit_m0_cls_demo.py'))
+    assert [t.type for t in cfg.train_dataloader.dataset.pipeline] == ['LoadImagePIL', 'TimmClsTrain']
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        assert [t.type for t in loader.dataset.pipeline] == ['LoadImagePIL', 'TimmClsEval']
+    assert cfg.train_dataloader.sampler.type in ('SeededSampler', 'RepeatAugSampler'), 'exact resume needs it'
+    assert cfg.default_hooks.rng_state.type == 'RNGStateHook'
+    train = DATASETS.build(cfg.train_dataloader.dataset)
+    val = DATASETS.build(cfg.val_dataloader.dataset)
+    assert len(train) == 6 * tool.IMAGENET_SPLITS['train'] and len(val) == 6 * tool.IMAGENET_SPLITS['val']
+    assert train[0]['inputs'].shape == val[0]['inputs'].shape == (3, 64, 64)

@@ -5,8 +5,9 @@ Steps (each prints what it does; everything goes under ``--work-dir``, default `
 
 1. ``tools/make_demo_data.py`` into ``<work-dir>/data`` (skipped when it exists).
 2. ``tools/train.py configs/demo/efficientvit_m0_cls_demo.py``: EfficientViT-M0 from scratch on the 6-class
-   ImageNet-folder data (a few minutes on 2 CPU cores).
-3. ``tools/eval_imagenet.py`` on the last checkpoint (val split).
+   ImageNet-folder data with timm's training transform (a few minutes on 2 CPU cores).
+3. ``tools/eval_imagenet.py`` on the last checkpoint (val split), with the evaluation protocol mmengine's validation
+   uses (64 px, crop_pct 1.0): the same top-1 the training log reports for that checkpoint.
 4. ``tools/train.py`` on the RetinaNet and UPerNet demo configs for a few iterations, with a validation pass
    (CocoMetric / IoUMetric).
 5. A summary: accuracy, where the logs and checkpoints went.
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     result_file = cls_dir / 'eval_imagenet.json'
     eval_cmd = [
         python, 'tools/eval_imagenet.py', '--model', 'efficientvit_m0', '--checkpoint', str(checkpoint),
-        '--trust-checkpoint', '--data', str(data_dir / 'imagenet'), '--split', 'val', '--img-size', '64',
+        '--trust-checkpoint', '--data', str(data_dir / 'imagenet'), '--split', 'val', '--input-size', '64',
         '--crop-pct', '1.0', '--batch-size', '30', '--workers', '0', '--out', str(result_file),
     ]  # fmt: skip
     timings['evaluation'] = run('evaluate the checkpoint with tools/eval_imagenet.py', eval_cmd, env)

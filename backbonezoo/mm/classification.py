@@ -3,14 +3,26 @@
 Registered in mmengine's root registries (classification configs use the default ``'mmengine'`` scope):
 
 - ``ZooClassifier`` (MODELS): any zoo / timm model; loss from timm (soft-target cross-entropy after mixup /
-  cutmix, label-smoothing cross-entropy otherwise), optionally knowledge distillation from frozen timm teachers
-  (``distill=dict(...)``). EMA comes from mmengine's ``EMAHook`` in ``custom_hooks``.
+  cutmix, label-smoothing cross-entropy otherwise), ``mixup=dict(...)`` (``timm.data.Mixup`` arguments),
+  optionally knowledge distillation from frozen timm teachers (``distill=dict(...)``: DeiT-style hard / soft
+  distillation from one teacher, or MEAL V2-style soft labels from an ensemble). EMA comes from mmengine's
+  ``EMAHook`` in ``custom_hooks``.
 - ``ClsDataPreprocessor`` (MODELS): batches, moves to the device, applies timm's ``Mixup`` (mixup / cutmix /
   label smoothing) while training.
-- ``ImageFolderDataset`` (DATASETS): ``<root>/<split>/<wnid>/*.JPEG``, or a flat folder with a label file.
-- ``LoadImageRGB``, ``AlbuClsTrain``, ``AlbuClsEval`` (TRANSFORMS): albumentations 2.x pipelines; the eval
-  pipeline's resolution, crop_pct, interpolation and mean / std come from the model's ``pretrained_cfg`` unless
-  given.
+- ``ImageFolderDataset`` (DATASETS): ``<root>/<split>/<wnid>/*.JPEG``, or a flat folder with a label file. A
+  sample's augmentation is drawn from generators seeded by ``(seed, epoch, position)`` when the sampler hands
+  out seeded indices (``SeededSampler``, ``RepeatAugSampler``): the same in any worker layout and after a resume.
+- ``SeededSampler``, ``RepeatAugSampler`` (DATA_SAMPLERS): mmengine's ``DefaultSampler`` order / timm's repeated
+  augmentation, both handing out seeded indices.
+- ``LoadImagePIL``, ``TimmClsTrain``, ``TimmClsEval`` (TRANSFORMS): timm's own transforms (what the papers ran):
+  ``TimmClsTrain`` is ``timm.data.create_transform(is_training=True, ...)`` (RandAugment, random erasing, ...),
+  ``TimmClsEval`` is :func:`backbonezoo.data.eval_transform`, the one evaluation protocol shared with
+  ``tools/eval_imagenet.py``.
+- ``AlbuAugment`` (TRANSFORMS): opt-in extra albumentations stage before ``TimmClsTrain``. ``LoadImageRGB``,
+  ``AlbuClsTrain``, ``AlbuClsEval``: the earlier albumentations 2.x pipelines, kept as opt-in; ``AlbuClsEval``
+  resizes with cv2 and so does NOT match the evaluation protocol.
+- ``ZooOptimConstructor`` (OPTIM_WRAPPER_CONSTRUCTORS): timm's weight-decay exclusions (the model's
+  ``no_weight_decay()``, norms, biases) and layer-wise lr decay.
 - ``ClsAccuracy`` (METRICS): top-1 / top-5 in percent.
 """
 
@@ -23,25 +35,45 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mmengine.dataset import BaseDataset
+import torch.nn.functional as F
+from mmengine.dataset import BaseDataset, DefaultSampler
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseDataPreprocessor, BaseModel
-from mmengine.registry import DATASETS, METRICS, MODELS, TRANSFORMS
+from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.registry import (
+    DATA_SAMPLERS,
+    DATASETS,
+    METRICS,
+    MODELS,
+    OPTIM_WRAPPER_CONSTRUCTORS,
+    OPTIM_WRAPPERS,
+    OPTIMIZERS,
+    TRANSFORMS,
+)
 from PIL import Image
+
+from ..data import IMG_EXTENSIONS, current_sample_seed, eval_transform, load_image, sample_rng, sample_seed
+from ..data import train_transform as timm_train_transform
 
 __all__ = [
     'ZooClassifier',
     'ClsDataPreprocessor',
     'ImageFolderDataset',
+    'SeededIndex',
+    'SeededSampler',
+    'RepeatAugSampler',
+    'LoadImagePIL',
+    'TimmClsTrain',
+    'TimmClsEval',
+    'AlbuAugment',
     'LoadImageRGB',
     'AlbuClsTrain',
     'AlbuClsEval',
+    'ZooOptimConstructor',
     'ClsAccuracy',
     'resolve_eval_config',
     'accuracy',
 ]
-
-IMG_EXTENSIONS = ('.jpeg', '.jpg', '.png', '.bmp', '.webp')
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,16 +120,30 @@ class ZooClassifier(BaseModel):
     Args:
         model_name: timm name (zoo models are registered by ``import backbonezoo``).
         num_classes: classifier size.
-        label_smoothing: for hard labels (with mixup, set ``label_smoothing`` in the preprocessor's ``mixup``).
+        label_smoothing: label smoothing (LabelSmoothingCrossEntropy without mixup; with mixup it goes into
+            timm's ``Mixup`` unless ``mixup`` sets its own ``label_smoothing``).
+        mixup: keyword arguments of ``timm.data.Mixup`` (``mixup_alpha``, ``cutmix_alpha``, ``cutmix_minmax``,
+            ``prob``, ``switch_prob``, ``mode``, ``label_smoothing``); ``num_classes`` defaults to the model's. The
+            data preprocessor applies it while training and the loss becomes timm's ``SoftTargetCrossEntropy``.
+            ``None`` (or both alphas 0 and no ``cutmix_minmax``) disables it. Same as the preprocessor's ``mixup``
+            (set one of the two).
         checkpoint: official / timm / mmengine checkpoint to start from (converted with
             ``backbonezoo.convert_checkpoint``); the classifier is re-initialised when ``num_classes`` differs.
         model_kwargs: further ``timm.create_model`` arguments (``drop_path_rate``, ``drop_rate``, ...).
-        distill: knowledge distillation from frozen teachers, ``dict(teachers=[timm names], pretrained=True,
-            checkpoints=None, temperature=1.0, weight=1.0)``. The teachers' softmax outputs (at ``temperature``)
-            are averaged into soft labels; the loss is ``weight * T^2 * CE(soft labels, student / T) +
-            (1 - weight) * label loss``. ``weight=1`` is MEAL V2's soft-label-only distillation (SReT's recipe).
-            ``checkpoints`` (one file per teacher, any layout ``convert_checkpoint`` or timm reads) replaces the
-            hub download. Teachers are not part of the state dict, not trained and always in eval mode.
+        distill: knowledge distillation from frozen teachers (not in the state dict, not trained, always in eval
+            mode, fed the same mixed inputs as the student). Two forms:
+
+            - DeiT-style: ``dict(teacher='regnety_160', teacher_checkpoint=None, type='hard', alpha=0.5, tau=1.0,
+              pretrained=True)``. ``type='hard'``: cross-entropy against the teacher's argmax; ``'soft'``: KL
+              divergence at temperature ``tau`` (times ``tau^2``); loss ``(1 - alpha) * label loss + alpha *
+              distillation loss``. A model returning ``(cls, dist)`` logits while training (distillation token) has
+              its second output distilled, the first trained on labels; others use the same logits for both.
+            - MEAL V2-style: ``dict(teachers=[timm names], pretrained=True, checkpoints=None, temperature=1.0,
+              weight=1.0)``. The teachers' softmax outputs (at ``temperature``) are averaged into soft labels; the
+              loss is ``weight * T^2 * CE(soft labels, student / T) + (1 - weight) * label loss``.
+
+            Teacher checkpoints (``teacher_checkpoint`` / ``checkpoints``, any layout ``convert_checkpoint`` or timm
+            reads) replace the hub download.
     """
 
     def __init__(
@@ -105,13 +151,20 @@ class ZooClassifier(BaseModel):
         model_name: str,
         num_classes: int = 1000,
         label_smoothing: float = 0.0,
+        mixup: dict | None = None,
         checkpoint: str | None = None,
         model_kwargs: dict | None = None,
         distill: dict | None = None,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
     ) -> None:
-        super().__init__(data_preprocessor=data_preprocessor or dict(type='ClsDataPreprocessor'), init_cfg=init_cfg)
+        data_preprocessor = dict(data_preprocessor or dict(type='ClsDataPreprocessor'))
+        mixup = self._mixup_cfg(mixup, num_classes, label_smoothing)
+        if mixup is not None:
+            if data_preprocessor.get('mixup'):
+                raise ValueError('mixup is set both on the model and on its data_preprocessor: keep one')
+            data_preprocessor['mixup'] = mixup
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         import timm
         from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
@@ -128,11 +181,40 @@ class ZooClassifier(BaseModel):
         self.distill = self._build_distillation(distill, num_classes)
 
     @staticmethod
-    def _build_distillation(distill: dict | None, num_classes: int) -> dict | None:
-        if not distill:
+    def _mixup_cfg(mixup: dict | None, num_classes: int, label_smoothing: float) -> dict | None:
+        if not mixup:
             return None
+        mixup = dict(mixup)
+        if not (mixup.get('mixup_alpha', 1.0) or mixup.get('cutmix_alpha', 0.0) or mixup.get('cutmix_minmax')):
+            return None  # nothing to mix: hard labels with label smoothing
+        mixup.setdefault('num_classes', num_classes)
+        mixup.setdefault('label_smoothing', label_smoothing)
+        return mixup
+
+    @staticmethod
+    def _load_teacher(name: str, path, pretrained: bool, num_classes: int) -> torch.nn.Module:
         import timm
 
+        from .backbone import _is_zoo_model
+
+        if path is None:
+            teacher = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+        elif _is_zoo_model(name):
+            from ..checkpoint import convert_checkpoint
+
+            teacher = timm.create_model(name, pretrained=False, num_classes=num_classes)
+            teacher.load_state_dict(convert_checkpoint(str(path), name, model=teacher), strict=True)
+        else:
+            teacher = timm.create_model(name, pretrained=False, num_classes=num_classes, checkpoint_path=str(path))
+        teacher.eval().requires_grad_(False)
+        return teacher
+
+    @classmethod
+    def _build_distillation(cls, distill: dict | None, num_classes: int) -> dict | None:
+        if not distill:
+            return None
+        if 'teachers' not in distill:
+            return cls._build_deit_distillation(distill, num_classes)
         allowed = {'teachers', 'pretrained', 'checkpoints', 'temperature', 'weight'}
         unknown = set(distill) - allowed
         if unknown:
@@ -148,33 +230,92 @@ class ZooClassifier(BaseModel):
         weight, temperature = float(distill.get('weight', 1.0)), float(distill.get('temperature', 1.0))
         if not 0.0 <= weight <= 1.0 or temperature <= 0.0:
             raise ValueError(f'distill: expected 0 <= weight <= 1 and temperature > 0, got {weight} and {temperature}')
-        teachers = []
-        for name, path in zip(names, checkpoints):
-            kwargs = dict(pretrained=bool(distill.get('pretrained', True)) and path is None, num_classes=num_classes)
-            if path is not None:
-                kwargs['checkpoint_path'] = str(path)
-            teacher = timm.create_model(name, **kwargs).eval()
-            teacher.requires_grad_(False)
-            teachers.append(teacher)
+        pretrained = bool(distill.get('pretrained', True))
+        teachers = [cls._load_teacher(n, p, pretrained, num_classes) for n, p in zip(names, checkpoints)]
         # a plain list: the teachers stay out of the state dict, the optimizer and DDP
-        return dict(teachers=teachers, weight=weight, temperature=temperature)
+        return dict(kind='meal', teachers=teachers, weight=weight, temperature=temperature)
+
+    @classmethod
+    def _build_deit_distillation(cls, distill: dict, num_classes: int) -> dict:
+        allowed = {'teacher', 'teacher_checkpoint', 'type', 'alpha', 'tau', 'pretrained'}
+        unknown = set(distill) - allowed
+        if unknown:
+            raise ValueError(
+                f'distill: unknown keys {sorted(unknown)}; expected some of {sorted(allowed)} (DeiT-style) or '
+                "'teachers', 'checkpoints', 'temperature', 'weight' (MEAL V2-style)"
+            )
+        kind = distill.get('type', 'hard')
+        if kind not in ('hard', 'soft', 'none'):
+            raise ValueError(f"distill.type={kind!r}: expected 'hard', 'soft' or 'none'")
+        if kind == 'none':
+            return None
+        name = distill.get('teacher')
+        if not isinstance(name, str) or not name:
+            raise ValueError(f'distill.teacher: expected a timm model name, got {name!r}')
+        alpha, tau = float(distill.get('alpha', 0.5)), float(distill.get('tau', 1.0))
+        if not 0.0 <= alpha <= 1.0 or tau <= 0.0:
+            raise ValueError(f'distill: expected 0 <= alpha <= 1 and tau > 0, got {alpha} and {tau}')
+        teacher = cls._load_teacher(
+            name, distill.get('teacher_checkpoint'), bool(distill.get('pretrained', True)), num_classes
+        )
+        return dict(kind=kind, teachers=[teacher], alpha=alpha, tau=tau)
+
+    @torch.no_grad()
+    def teacher_logits(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for teacher in self.distill['teachers']:
+            teacher.to(device=inputs.device).eval()
+            outputs.append(teacher(inputs).float())
+        return outputs
 
     @torch.no_grad()
     def soft_labels(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The teachers' averaged class probabilities at the distillation temperature."""
-        probs = []
-        for teacher in self.distill['teachers']:
-            teacher.to(device=inputs.device).eval()
-            probs.append((teacher(inputs).float() / self.distill['temperature']).softmax(dim=-1))
-        return torch.stack(probs).mean(0)
+        """The teachers' averaged class probabilities at the distillation temperature (MEAL V2-style)."""
+        temperature = self.distill['temperature']
+        return torch.stack([(t / temperature).softmax(dim=-1) for t in self.teacher_logits(inputs)]).mean(0)
 
     def label_loss(self, logits: torch.Tensor, gt_label: torch.Tensor) -> torch.Tensor:
         return self.soft_loss(logits, gt_label) if gt_label.ndim == 2 else self.hard_loss(logits, gt_label)
 
+    def distill_losses(self, logits, inputs: torch.Tensor, gt_label: torch.Tensor) -> dict:
+        distill = self.distill
+        if distill['kind'] == 'meal':
+            logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+            weight, temperature = distill['weight'], distill['temperature']
+            losses = dict(
+                loss_kd=weight * temperature**2 * self.soft_loss(logits / temperature, self.soft_labels(inputs))
+            )
+            if weight < 1.0:
+                losses['loss_cls'] = (1.0 - weight) * self.label_loss(logits, gt_label)
+            return losses
+        # DeiT: (1 - alpha) * label loss + alpha * distillation loss
+        cls_logits, dist_logits = logits if isinstance(logits, (tuple, list)) else (logits, logits)
+        teacher = self.teacher_logits(inputs)[0]
+        alpha, tau = distill['alpha'], distill['tau']
+        if distill['kind'] == 'soft':
+            kd = F.kl_div(
+                F.log_softmax(dist_logits.float() / tau, dim=1),
+                F.log_softmax(teacher / tau, dim=1),
+                reduction='sum',
+                log_target=True,
+            ) * (tau * tau / dist_logits.numel())
+        else:
+            kd = F.cross_entropy(dist_logits.float(), teacher.argmax(dim=1))
+        losses = dict(loss_kd=alpha * kd)
+        if alpha < 1.0:
+            losses['loss_cls'] = (1.0 - alpha) * self.label_loss(cls_logits, gt_label)
+        return losses
+
     def load_pretrained(self, checkpoint: str, model_kwargs: dict) -> None:
         import timm
 
-        from ..checkpoint import convert_checkpoint, load_state_dict_file, strict_match, unwrap_state_dict
+        from ..checkpoint import (
+            convert_checkpoint,
+            load_state_dict_file,
+            strict_match,
+            strip_classifier_prefix,
+            unwrap_state_dict,
+        )
         from .backbone import _is_zoo_model
 
         with torch.device('meta'):
@@ -182,7 +323,7 @@ class ZooClassifier(BaseModel):
         if _is_zoo_model(self.model_name):
             state_dict = convert_checkpoint(checkpoint, self.model_name, model=reference)
         else:
-            state_dict = unwrap_state_dict(load_state_dict_file(checkpoint))
+            state_dict = strip_classifier_prefix(unwrap_state_dict(load_state_dict_file(checkpoint)), reference)
             strict_match(self.model_name, reference, state_dict)
         if self.model.num_classes != reference.num_classes:  # fine-tuning to another label set: fresh classifier
             head = self.model.pretrained_cfg.get('classifier', 'head')
@@ -200,15 +341,12 @@ class ZooClassifier(BaseModel):
             if gt_label is None:
                 raise ValueError("mode='loss' needs gt_label")
             if self.distill is None:
+                logits = logits[0] if isinstance(logits, (tuple, list)) else logits
                 return dict(loss=self.label_loss(logits, gt_label))
-            weight, temperature = self.distill['weight'], self.distill['temperature']
-            losses = dict(
-                loss_kd=weight * temperature**2 * self.soft_loss(logits / temperature, self.soft_labels(inputs))
-            )
-            if weight < 1.0:
-                losses['loss_cls'] = (1.0 - weight) * self.label_loss(logits, gt_label)
-            return losses
+            return self.distill_losses(logits, inputs, gt_label)
         if mode == 'predict':
+            if isinstance(logits, (tuple, list)):  # distillation-token models outside eval mode: average the heads
+                logits = sum(logits) / len(logits)
             scores = logits.float().softmax(dim=-1).detach().cpu()
             labels = [None] * len(scores) if gt_label is None else gt_label.detach().cpu()
             return [dict(pred_score=s, gt_label=y) for s, y in zip(scores, labels)]
@@ -271,6 +409,14 @@ class ImageFolderDataset(BaseDataset):
             **kwargs,
         )
 
+    def prepare_data(self, idx):
+        """The pipeline's output for ``idx``; a :class:`SeededIndex` runs it on generators seeded by its ``seed``."""
+        seed = getattr(idx, 'seed', None)
+        if seed is None:
+            return super().prepare_data(idx)
+        with sample_rng(seed):
+            return super().prepare_data(int(idx))
+
     def load_data_list(self) -> list[dict]:
         folder = Path(self.data_prefix['img_path'])
         if self.ann_file:
@@ -298,6 +444,260 @@ class ImageFolderDataset(BaseDataset):
         if not data_list:
             raise FileNotFoundError(f'no images found under {folder}')
         return data_list
+
+
+class SeededIndex(int):
+    """A dataset index carrying the seed of its sample's augmentation (pickles into data-loader workers)."""
+
+    def __new__(cls, index: int, seed: int):
+        obj = super().__new__(cls, index)
+        obj.seed = int(seed)
+        return obj
+
+    def __reduce__(self):
+        return (SeededIndex, (int(self), self.seed))
+
+    def __repr__(self) -> str:
+        return f'SeededIndex({int(self)}, seed={self.seed})'
+
+
+def _seeded(indices: list[int], seed: int, epoch: int, rank: int, world_size: int):
+    """Rank ``rank``'s share of an epoch's global order, each index seeded by ``(seed, epoch, global position)``:
+    a sample's augmentation depends on neither the worker layout nor the number of processes."""
+    for k, index in enumerate(indices):
+        yield SeededIndex(index, sample_seed(seed, epoch, rank + k * world_size))
+
+
+@DATA_SAMPLERS.register_module()
+class SeededSampler(DefaultSampler):
+    """mmengine's ``DefaultSampler`` (same order: shuffled by ``seed + epoch``, padded, split over ranks) handing
+    out :class:`SeededIndex` es, so that ``ImageFolderDataset`` draws each sample's augmentation from
+    ``(seed, epoch, position)``: exact resume, and the same augmentation whatever ``num_workers`` is."""
+
+    def __iter__(self):
+        return _seeded(list(super().__iter__()), self.seed, self.epoch, self.rank, self.world_size)
+
+
+@DATA_SAMPLERS.register_module()
+class RepeatAugSampler(torch.utils.data.Sampler):
+    """Repeated augmentation (timm's ``RepeatAugSampler`` semantics, DeiT's ``--repeated-aug``).
+
+    Every epoch the (shuffled) dataset is repeated ``num_repeats`` times element-wise (``a a a b b b ...``), padded
+    to a multiple of the world size and dealt out over the ranks, so the copies of a sample land on different
+    ranks with different augmentations; each rank then keeps only its first ``num_selected_samples`` (about
+    ``len(dataset) / world_size``, rounded down to a multiple of ``selected_round``), so an epoch costs what a
+    plain one does. Shuffling uses ``seed + epoch`` (mmengine's convention); indices are :class:`SeededIndex` es.
+
+    Args:
+        num_repeats: copies of each sample per epoch (a float resamples, as timm does).
+        selected_round: round the selected count down to a multiple of this (timm: 256); 0 disables it. A data
+            set smaller than ``selected_round`` falls back to no rounding.
+        selected_ratio: divide the selected count by this instead of the world size (0: the world size).
+    """
+
+    def __init__(
+        self,
+        dataset,
+        shuffle: bool = True,
+        num_repeats: float = 3,
+        selected_round: int = 256,
+        selected_ratio: float = 0,
+        seed: int | None = None,
+    ) -> None:
+        from mmengine.dist import get_dist_info, sync_random_seed
+
+        if num_repeats <= 0:
+            raise ValueError(f'num_repeats={num_repeats}: expected > 0')
+        self.rank, self.world_size = get_dist_info()
+        self.dataset, self.shuffle, self.num_repeats = dataset, shuffle, num_repeats
+        self.seed = sync_random_seed() if seed is None else int(seed)
+        self.epoch = 0
+        n = len(dataset)
+        self.num_samples = math.ceil(n * num_repeats / self.world_size)
+        self.total_size = self.num_samples * self.world_size
+        ratio = selected_ratio or self.world_size
+        if selected_round and n >= selected_round:
+            self.num_selected_samples = int(math.floor(n // selected_round * selected_round / ratio))
+        else:
+            self.num_selected_samples = int(math.ceil(n / ratio))
+        self.num_selected_samples = min(self.num_selected_samples, self.num_samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_selected_samples
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        if float(self.num_repeats).is_integer():
+            repeated = order.repeat_interleave(int(self.num_repeats)).tolist()
+        else:
+            count = math.ceil(self.num_repeats * n)
+            repeated = [int(order[int(i // self.num_repeats)]) for i in range(count)]
+        while len(repeated) < self.total_size:
+            repeated += repeated[: self.total_size - len(repeated)]
+        mine = repeated[self.rank : self.total_size : self.world_size][: self.num_selected_samples]
+        return _seeded(mine, self.seed, self.epoch, self.rank, self.world_size)
+
+
+@TRANSFORMS.register_module()
+class LoadImagePIL:
+    """Read ``results['img_path']`` into ``results['img']`` as a PIL RGB image, decoded as timm's dataset does."""
+
+    def __call__(self, results: dict) -> dict:
+        results['img'] = load_image(results['img_path'])
+        return results
+
+
+def _as_pil(img) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img if img.mode == 'RGB' else img.convert('RGB')
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+        raise TypeError(f'expected a PIL image or an RGB uint8 HWC array, got {img.dtype} {img.shape}')
+    return Image.fromarray(img)
+
+
+@TRANSFORMS.register_module()
+class TimmClsTrain:
+    """timm's training transform (``timm.data.create_transform(is_training=True, ...)``): RandomResizedCrop,
+    flips, colour jitter, RandAugment / AutoAugment / AugMix (``auto_augment``), random erasing (``re_*``), then
+    ``ToTensor`` + normalisation. Keyword names are ``create_transform``'s; ``None`` / 0 disables a step; further
+    ``create_transform`` keywords pass through. ``results['img']`` (PIL, or an RGB uint8 array) in,
+    ``results['inputs']`` (CHW float) out."""
+
+    def __init__(
+        self,
+        input_size: int | Sequence[int] = 224,
+        scale: Sequence[float] | None = (0.08, 1.0),
+        ratio: Sequence[float] | None = (3 / 4, 4 / 3),
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        color_jitter: float | Sequence[float] | None = 0.4,
+        auto_augment: str | None = 'rand-m9-mstd0.5-inc1',
+        interpolation: str = 'bicubic',
+        re_prob: float = 0.25,
+        re_mode: str = 'pixel',
+        re_count: int = 1,
+        re_num_splits: int = 0,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        **kwargs,
+    ) -> None:
+        self.transform = timm_train_transform(
+            input_size,
+            scale=scale,
+            ratio=ratio,
+            hflip=hflip,
+            vflip=vflip,
+            color_jitter=color_jitter,
+            auto_augment=auto_augment,
+            interpolation=interpolation,
+            re_prob=re_prob,
+            re_mode=re_mode,
+            re_count=re_count,
+            re_num_splits=re_num_splits,
+            mean=mean,
+            std=std,
+            **kwargs,
+        )
+
+    def __call__(self, results: dict) -> dict:
+        results['inputs'] = self.transform(_as_pil(results.pop('img')))
+        return results
+
+    def __repr__(self) -> str:
+        return f'TimmClsTrain({self.transform})'
+
+
+@TRANSFORMS.register_module()
+class TimmClsEval:
+    """The evaluation protocol (:func:`backbonezoo.data.eval_transform`: timm's ``resolve_data_config`` +
+    ``create_transform`` on ``model_name``'s ``pretrained_cfg``, overridable), as ``tools/eval_imagenet.py`` runs
+    it. ``results['img']`` (PIL, or an RGB uint8 array) in, ``results['inputs']`` (CHW float) out."""
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        input_size: int | Sequence[int] | None = None,
+        crop_pct: float | None = None,
+        interpolation: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        crop_mode: str | None = None,
+    ) -> None:
+        self.transform = eval_transform(
+            model_name,
+            input_size=input_size,
+            crop_pct=crop_pct,
+            interpolation=interpolation,
+            mean=mean,
+            std=std,
+            crop_mode=crop_mode,
+        )
+        self.data_config = self.transform.data_config
+
+    def __call__(self, results: dict) -> dict:
+        results['inputs'] = self.transform(_as_pil(results.pop('img')))
+        return results
+
+    def __repr__(self) -> str:
+        return f'TimmClsEval({self.data_config})'
+
+
+@TRANSFORMS.register_module()
+class AlbuAugment:
+    """An opt-in albumentations stage for extra augmentations, placed before ``TimmClsTrain``::
+
+        dict(type='AlbuAugment', transforms=[dict(type='GaussNoise', p=0.2), dict(type='CLAHE', p=0.1)])
+
+    ``transforms``: albumentations transforms, as objects or ``dict(type=<albumentations class name>, **kwargs)``.
+    ``results['img']`` (PIL or RGB uint8 array) in, the same kind out. Its randomness follows the sample's seed
+    (``SeededSampler``) or, outside one, torch's seed (per data-loader worker).
+    """
+
+    def __init__(self, transforms: Sequence) -> None:
+        import albumentations as A
+
+        ops = []
+        for t in transforms:
+            if isinstance(t, dict):
+                t = dict(t)
+                name = t.pop('type')
+                if not hasattr(A, name):
+                    raise ValueError(f'AlbuAugment: albumentations has no transform {name!r}')
+                t = getattr(A, name)(**t)
+            ops.append(t)
+        self.compose = A.Compose(ops)
+        self._seeded_for = None
+
+    def __call__(self, results: dict) -> dict:
+        _seed_albumentations(self)
+        img = results['img']
+        was_pil = isinstance(img, Image.Image)
+        out = self.compose(image=np.asarray(_as_pil(img)) if was_pil else img)['image']
+        results['img'] = Image.fromarray(out) if was_pil else out
+        return results
+
+
+def _seed_albumentations(owner) -> None:
+    """Seed an albumentations Compose from the sample's seed (``SeededSampler``), else once per worker from torch."""
+    seed = current_sample_seed()
+    if seed is not None:
+        owner.compose.set_random_seed(seed)
+        owner._seeded_for = None
+        return
+    key = (os.getpid(), torch.initial_seed())
+    if key != owner._seeded_for:
+        owner.compose.set_random_seed(torch.initial_seed() % 2**32)
+        owner._seeded_for = key
 
 
 @TRANSFORMS.register_module()
@@ -350,11 +750,13 @@ def resolve_eval_config(
 
 
 class _AlbuTransform:
-    """An albumentations Compose, reseeded from torch in every data-loader worker.
+    """An albumentations Compose seeded from the sample's seed (``SeededSampler``, exact resume), else reseeded
+    from torch in every data-loader worker.
 
     albumentations 2.x keeps its own generator, seeded from OS entropy and blind to mmengine's seed; copied into
     each worker it would also repeat the same augmentations in every worker. ``torch.initial_seed()`` differs per
-    worker and follows mmengine's ``randomness`` seed, so reseeding from it fixes both.
+    worker and follows mmengine's ``randomness`` seed, so reseeding from it fixes both (but a resumed run replays
+    the stream from its start: use a ``SeededSampler`` for exact resume).
     """
 
     def __init__(self, transforms: list) -> None:
@@ -364,10 +766,7 @@ class _AlbuTransform:
         self._seeded_for = None
 
     def __call__(self, results: dict) -> dict:
-        key = (os.getpid(), torch.initial_seed())
-        if key != self._seeded_for:
-            self.compose.set_random_seed(torch.initial_seed() % 2**32)
-            self._seeded_for = key
+        _seed_albumentations(self)
         results['inputs'] = self.compose(image=results.pop('img'))['image']
         return results
 
@@ -464,6 +863,77 @@ class AlbuClsEval(_AlbuTransform):
             A.CenterCrop(height=size, width=size),
         ]
         super().__init__(ops + _normalize_and_tensor(cfg['mean'], cfg['std']))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optimizer
+# ---------------------------------------------------------------------------------------------------------------
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class ZooOptimConstructor(DefaultOptimWrapperConstructor):
+    """Parameter groups the timm way: no weight decay on the model's ``no_weight_decay()`` names, on 1-D
+    parameters (norms, scales) and on biases (``timm.optim.param_groups_weight_decay``), and with
+    ``paramwise_cfg=dict(layer_decay=0.75)`` layer-wise lr decay over the model's ``group_matcher``
+    (``timm.optim.param_groups_layer_decay``: a group's lr is the optimizer's lr times its ``lr_scale``; mmengine's
+    schedulers then scale every group alike).
+
+    ``paramwise_cfg`` keys: ``layer_decay``, ``layer_decay_min_scale``, ``no_weight_decay`` (extra names or
+    wildcards); mmengine's ``norm_decay_mult`` / ``bias_decay_mult`` / ``flat_decay_mult`` are accepted at 0 (what
+    these groups do anyway). Select it with ``optim_wrapper=dict(constructor='ZooOptimConstructor', ...)``.
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
+        paramwise = dict(paramwise_cfg or {})
+        self.layer_decay = paramwise.pop('layer_decay', None)
+        self.layer_decay_min_scale = float(paramwise.pop('layer_decay_min_scale', 0.0))
+        extra = paramwise.pop('no_weight_decay', None) or ()
+        self.extra_no_weight_decay = [extra] if isinstance(extra, str) else list(extra)
+        for key in ('norm_decay_mult', 'bias_decay_mult', 'flat_decay_mult'):
+            value = paramwise.pop(key, 0.0)
+            if value != 0.0:
+                raise ValueError(f'ZooOptimConstructor: paramwise_cfg.{key}={value}: norms and biases never decay here')
+        if paramwise:
+            raise ValueError(
+                f'ZooOptimConstructor: unknown paramwise_cfg keys {sorted(paramwise)}; expected layer_decay, '
+                'layer_decay_min_scale, no_weight_decay (or DefaultOptimWrapperConstructor for the rest)'
+            )
+        super().__init__(optim_wrapper_cfg, None)
+
+    def param_groups(self, module: torch.nn.Module) -> list[dict]:
+        from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+
+        net = module.model if isinstance(getattr(module, 'model', None), torch.nn.Module) else module
+        weight_decay = float(self.optimizer_cfg.get('weight_decay', 0.0) or 0.0)
+        skip = set(net.no_weight_decay()) if hasattr(net, 'no_weight_decay') else set()
+        skip |= set(self.extra_no_weight_decay)
+        if self.layer_decay:
+            groups = param_groups_layer_decay(
+                net,
+                weight_decay=weight_decay,
+                no_weight_decay_list=skip,
+                layer_decay=float(self.layer_decay),
+                min_scale=self.layer_decay_min_scale,
+            )
+        else:
+            groups = param_groups_weight_decay(net, weight_decay=weight_decay, no_weight_decay_list=skip)
+        base_lr = self.optimizer_cfg['lr']
+        for group in groups:
+            group['lr'] = base_lr * group.get('lr_scale', 1.0)
+        seen = {id(p) for g in groups for p in g['params']}
+        rest = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        if rest:  # parameters of the wrapper outside the timm model
+            groups.append(dict(params=rest))
+        return [g for g in groups if g['params']]
+
+    def __call__(self, model: torch.nn.Module):
+        from mmengine.model import is_model_wrapper
+
+        module = model.module if is_model_wrapper(model) else model
+        optimizer_cfg = self.optimizer_cfg.copy()
+        optimizer_cfg['params'] = self.param_groups(module)
+        optimizer = OPTIMIZERS.build(optimizer_cfg)
+        optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
+        optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
+        return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # exact resume: the generators' states go into every checkpoint; validation does not shift them
+    rng_state=dict(type='RNGStateHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=True,

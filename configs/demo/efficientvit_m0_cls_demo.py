@@ -1,5 +1,6 @@
 # Demo: EfficientViT-M0 trained from scratch on the generated 6-class ImageNet-folder data (64 px), a few
-# minutes on 2 CPU cores. Same model, pipelines and metric as the full ImageNet recipe, scaled down.
+# minutes on 2 CPU cores. Same model, pipelines (timm's transforms, the shared eval protocol) and metric as the full
+# ImageNet recipe, scaled down: light augmentation for 240 tiny images (no RandAugment / random erasing / mixup).
 # Data: BACKBONEZOO_DEMO_DATA (default work_dirs/demo/data, written by tools/make_demo_data.py).
 _base_ = ['../_base_/imagenet_300e.py']
 
@@ -14,17 +15,26 @@ model = dict(
     model_kwargs=dict(_delete_=True, img_size=img_size),  # EfficientViT-M has no stochastic depth
     label_smoothing=0.1,
     # 280 steps in all: too few for mixup or an EMA of the weights to pay off.
+    mixup=None,
     data_preprocessor=dict(_delete_=True, type='ClsDataPreprocessor'),
 )
 custom_hooks = []
 
 train_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='AlbuClsTrain', img_size=img_size, scale=(0.7, 1.0), hflip=0.5, color_jitter=0.2),
+    dict(type='LoadImagePIL'),
+    dict(
+        type='TimmClsTrain',
+        input_size=img_size,
+        scale=(0.7, 1.0),
+        hflip=0.5,
+        color_jitter=0.2,
+        auto_augment=None,
+        re_prob=0.0,
+    ),
 ]
 test_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='AlbuClsEval', model_name='efficientvit_m0', img_size=img_size, crop_pct=1.0),
+    dict(type='LoadImagePIL'),
+    dict(type='TimmClsEval', model_name='efficientvit_m0', input_size=img_size, crop_pct=1.0),
 ]
 train_dataloader = dict(
     batch_size=32,

@@ -42,6 +42,21 @@ def test_registered_in_both_registries_and_out_indices():
         det(torch.randn(1, 1, 64, 64))
 
 
+def test_out_indices_not_ascending_follow_the_order_asked():
+    """out_indices=(2, 0) returns the stride-64 map first, then the stride-16 map at its own size (they used to come
+    in ascending order, the stride-16 map cropped to the stride-64 size)."""
+    backbone = build(out_indices=(2, 0)).eval()
+    ascending = build(out_indices=(0, 2)).eval()
+    ascending.load_state_dict(backbone.state_dict())
+    assert backbone.out_channels == [192, 64] and backbone.out_strides == [64, 16]
+    x = torch.randn(1, 3, 100, 140)
+    with torch.no_grad():
+        outs, expected = backbone(x), ascending(x)
+    assert [tuple(o.shape[1:]) for o in outs] == [(192, 2, 3), (64, 7, 9)]
+    torch.testing.assert_close(outs[0], expected[1])
+    torch.testing.assert_close(outs[1], expected[0])
+
+
 @pytest.mark.parametrize('model_name', ['efficientvit_m0', 'shvit_s1'])
 def test_odd_input_sizes_give_ceil_divided_shapes(model_name):
     backbone = build(model_name=model_name).eval()

@@ -461,7 +461,10 @@ def test_mm_out_indices_and_frozen_stages(registries):
     backbone.train()
     assert len(backbone.model.stages) == 4 and backbone.out_channels == [32, 128]
     frozen = {'.'.join(n.split('.')[1:3]) for n, p in backbone.named_parameters() if not p.requires_grad}
-    assert frozen == {'stem.conv1', 'stem.bn1', 'stem.conv2', 'stem.norm', 'stages.0', 'stages.1'}
+    # stem, stages 0-1, and the output norm of level 1 (produced by a frozen stage; out_norms.0 serves out_indices[0])
+    assert frozen == {'stem.conv1', 'stem.bn1', 'stem.conv2', 'stem.norm', 'stages.0', 'stages.1', '0.weight', '0.bias'}
+    assert all(not p.requires_grad for p in backbone.out_norms[0].parameters())
+    assert all(p.requires_grad for p in backbone.out_norms[1].parameters())
     assert not backbone.model.stem.bn1.training  # the frozen stem's BatchNorm stays in eval mode
     outs = backbone(torch.randn(2, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(2, 32, 8, 12), (2, 128, 2, 3)]

@@ -26,14 +26,21 @@ stride)``), ``intermediate_norm`` (apply the model's final norm to the last map)
 :meth:`ZooBackbone.convert_dense_checkpoint` (rename keys of an official *dense* checkpoint, e.g. its output
 norms, before the classification filter runs).
 
-``frozen_stages``: -1 freezes nothing, 0 the stem, ``i`` the stem and stages 1..i (stage ``i`` is the
-model's ``feature_info[i - 1]``). Frozen modules have ``requires_grad=False`` and stay in eval mode after
-``train()``.
+``out_indices`` may come in any order (as in mmdet's backbones): the maps, ``out_channels``, ``out_strides`` and
+``out_norms`` follow the order asked. Duplicates and out-of-range entries are refused at construction; negative
+entries count from the end (``-1`` is the last level).
+
+``frozen_stages`` follows mmdet's Swin: -1 freezes nothing, 0 the stem (with the model's own parameters, e.g. an
+absolute position embedding), ``i`` the stem and stages 1..i (stage ``i`` produces ``feature_info`` level
+:meth:`ZooBackbone.level_stage`; by default level ``i - 1``), each with the downsampling that opens it, and the output
+norm of every requested level those stages produce. Values outside -1 .. :attr:`ZooBackbone.num_stages` are refused.
+Frozen modules have ``requires_grad=False`` and stay in eval mode after ``train()``.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
@@ -70,12 +77,22 @@ def register_backbone(cls: type) -> type:
 
 
 def read_checkpoint(checkpoint: str | os.PathLike | Mapping) -> Mapping:
-    """A checkpoint as a dict: local files and URLs are read with ``weights_only=True`` (they cannot run code)."""
+    """A checkpoint as a dict, read so that it cannot run code: URLs with ``weights_only=True``, local files with
+    :func:`backbonezoo.checkpoint.load_state_dict_file` (safetensors sniffed from the header, else
+    ``weights_only=True``; full unpickling only for a file trusted one by one). A file that needs full unpickling
+    raises ``UnsafeCheckpointError`` saying how to trust it."""
+    import pickle
+
+    from ..checkpoint import UnsafeCheckpointError
+
     if isinstance(checkpoint, Mapping):
         return checkpoint
     checkpoint = os.fspath(checkpoint)
     if checkpoint.startswith(('http://', 'https://')):
-        return torch.hub.load_state_dict_from_url(checkpoint, map_location='cpu', weights_only=True)
+        try:
+            return torch.hub.load_state_dict_from_url(checkpoint, map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise UnsafeCheckpointError(checkpoint, 'a download; save it and trust the local file') from err
     return load_state_dict_file(os.path.expanduser(checkpoint))
 
 
@@ -94,9 +111,9 @@ class ZooBackbone(BaseModule):
 
     Args:
         arch: variant key of the class's ``arch_zoo`` (e.g. ``'tiny'``) or a full timm model name.
-        out_indices: stages whose outputs are returned (indices into the model's ``feature_info``; negative
-            counts from the end). Default: every stage.
-        frozen_stages: -1 none, 0 the stem, i the stem and stages 1..i.
+        out_indices: levels whose maps are returned, in this order (indices into the model's ``feature_info``;
+            negative counts from the end; an int is one level). Default: every level.
+        frozen_stages: -1 none, 0 the stem, i the stem, stages 1..i and their output norms.
         norm_eval: keep every BatchNorm in eval mode while training (frozen running statistics).
         with_cp: gradient checkpointing through the model's ``set_grad_checkpointing`` (same outputs, less memory).
         drop_path_rate: stochastic depth rate passed to the model; ``None`` keeps the variant's default.
@@ -117,7 +134,7 @@ class ZooBackbone(BaseModule):
     def __init__(
         self,
         arch: str | None = None,
-        out_indices: Sequence[int] | None = None,
+        out_indices: Sequence[int] | int | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
         with_cp: bool = False,
@@ -143,14 +160,16 @@ class ZooBackbone(BaseModule):
                 f'arch={self.model_name!r}: expected a timm model with forward_intermediates and feature_info'
             )
         self.stage_info = [dict(info) for info in model.feature_info]
-        num_stages = len(self.stage_info)
-        if out_indices is None:
-            out_indices = range(num_stages)
-        self.out_indices = tuple(self._check_index(i, num_stages) for i in out_indices)
-        if not self.out_indices or len(set(self.out_indices)) != len(self.out_indices):
-            raise ValueError(f'out_indices={tuple(out_indices)!r}: expected distinct stage indices')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages}: expected -1 (none) .. {num_stages} (all stages)')
+        self.out_indices = self._check_out_indices(out_indices, len(self.stage_info))
+        # forward_intermediates returns the levels in ascending order: where each requested level sits in it
+        self._take_indices = sorted(self.out_indices)
+        self._take_order = [self._take_indices.index(level) for level in self.out_indices]
+        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int):
+            raise TypeError(f'frozen_stages={frozen_stages!r}: expected an int')
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(
+                f'frozen_stages={frozen_stages}: expected -1 (none), 0 (stem) .. {self.num_stages} (all stages)'
+            )
         # The stem is every top-level child before the one holding the first stage (recorded before pruning).
         first_stage_parent = self.stage_info[0]['module'].split('.')[0]
         self._stem_names = []
@@ -158,7 +177,7 @@ class ZooBackbone(BaseModule):
             if name == first_stage_parent:
                 break
             self._stem_names.append(name)
-        model.prune_intermediate_layers(list(self.out_indices), prune_norm=not self.intermediate_norm, prune_head=True)
+        model.prune_intermediate_layers(self._take_indices, prune_norm=not self.intermediate_norm, prune_head=True)
         self.model = model
         self.in_channels = in_channels
         self.frozen_stages = frozen_stages
@@ -193,10 +212,32 @@ class ZooBackbone(BaseModule):
         raise ValueError(f'{type(self).__name__}: arch={arch!r}, expected one of {sorted(self.arch_zoo)}')
 
     @staticmethod
-    def _check_index(index: int, num_stages: int) -> int:
-        if not -num_stages <= index < num_stages:
-            raise ValueError(f'out_indices entry {index}: expected -{num_stages} <= index < {num_stages}')
-        return index % num_stages
+    def _check_out_indices(out_indices: Sequence[int] | int | None, num_levels: int) -> tuple[int, ...]:
+        """``out_indices`` as non-negative levels in the order given; a named error for anything else."""
+        if out_indices is None:
+            return tuple(range(num_levels))
+        given = (out_indices,) if isinstance(out_indices, int) and not isinstance(out_indices, bool) else out_indices
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+            raise TypeError(f'out_indices={out_indices!r}: expected an int or a sequence of ints')
+        levels = []
+        for entry in given:
+            try:
+                if isinstance(entry, bool):
+                    raise TypeError
+                index = operator.index(entry)
+            except TypeError:
+                raise TypeError(f'out_indices={out_indices!r}: entry {entry!r} is not an int') from None
+            if not -num_levels <= index < num_levels:
+                raise ValueError(
+                    f'out_indices={out_indices!r}: entry {index} out of range, expected -{num_levels} <= index < '
+                    f'{num_levels} (the model has {num_levels} feature levels)'
+                )
+            levels.append(index % num_levels)
+        if not levels:
+            raise ValueError(f'out_indices={out_indices!r}: expected at least one level')
+        if len(set(levels)) != len(levels):
+            raise ValueError(f'out_indices={out_indices!r}: the same level is asked for twice (levels {levels})')
+        return tuple(levels)
 
     def _resolve_size_divisor(self, size_divisor: int | None) -> int:
         divisor = size_divisor if size_divisor is not None else type(self).size_divisor
@@ -212,9 +253,25 @@ class ZooBackbone(BaseModule):
         return int(divisor)
 
     # ---- freezing -----------------------------------------------------------------------------------------
+    def level_stage(self, level: int) -> int:
+        """The stage that produces ``feature_info`` level ``level``: ``frozen_stages >= level_stage(level)`` freezes
+        everything computing that level, and its output norm. Default ``level + 1`` (level 0 is stage 1's output);
+        0 for a level the stem produces."""
+        return level + 1
+
+    @property
+    def num_stages(self) -> int:
+        """The number of stages, i.e. the largest legal ``frozen_stages`` (everything frozen)."""
+        return self.level_stage(len(self.stage_info) - 1)
+
     def stem_modules(self) -> list[nn.Module]:
         """The modules ``frozen_stages=0`` freezes: the model's top-level children before its first stage."""
         return [getattr(self.model, name) for name in self._stem_names]
+
+    def stem_parameters(self) -> list[nn.Parameter]:
+        """Parameters ``frozen_stages=0`` freezes besides the stem modules': the model's own, outside any submodule
+        (an absolute position embedding, as mmdet's Swin freezes ``absolute_pos_embed``)."""
+        return list(self.model.parameters(recurse=False))
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
         """The modules of stage ``stage`` (1-based, ``feature_info[stage - 1]``); empty if it was pruned."""
@@ -223,15 +280,26 @@ class ZooBackbone(BaseModule):
         except AttributeError:
             return []
 
+    def out_norm_modules(self, stage: int) -> list[nn.Module]:
+        """The output norms of the requested levels that stage ``stage`` produces (frozen with the stage)."""
+        if self.out_norms is None:
+            return []
+        return [norm for norm, level in zip(self.out_norms, self.out_indices) if self.level_stage(level) == stage]
+
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        modules = self.stem_modules()
+        modules = self.stem_modules() + self.out_norm_modules(0)
         for stage in range(1, self.frozen_stages + 1):
-            modules += self.stage_modules(stage)
+            modules += self.stage_modules(stage) + self.out_norm_modules(stage)
         return modules
 
     def _freeze_stages(self) -> None:
+        """Apply ``frozen_stages``: called at construction and by every ``train()``. A family that adds or swaps
+        modules after ``ZooBackbone.__init__`` calls it again at the end of its own ``__init__``."""
+        if self.frozen_stages >= 0:
+            for param in self.stem_parameters():
+                param.requires_grad = False
         for module in self._frozen_modules():
             module.eval()
             for param in module.parameters():
@@ -261,14 +329,20 @@ class ZooBackbone(BaseModule):
         height, width = x.shape[-2:]
         feats = self.model.forward_intermediates(
             self.pad_input(x),
-            indices=list(self.out_indices),
+            indices=list(self._take_indices),
             norm=self.intermediate_norm,
             stop_early=True,
             output_fmt='NCHW',
             intermediates_only=True,
         )
+        if len(feats) != len(self._take_indices):
+            raise RuntimeError(
+                f'{type(self).__name__}: {self.model_name}.forward_intermediates returned {len(feats)} maps for '
+                f'levels {self._take_indices}'
+            )
         outs = []
-        for i, (feat, stride) in enumerate(zip(feats, self.out_strides)):
+        for i, stride in enumerate(self.out_strides):
+            feat = feats[self._take_order[i]]  # ascending level order -> the order asked
             feat = feat[..., : math.ceil(height / stride), : math.ceil(width / stride)]
             if self.out_norms is not None:
                 feat = self.out_norms[i](feat)

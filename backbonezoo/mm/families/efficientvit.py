@@ -40,3 +40,4 @@ class EfficientViT(ZooBackbone):
         model_kwargs.setdefault('img_size', window_img_size)
         super().__init__(arch=arch, norm_eval=norm_eval, model_kwargs=model_kwargs, **kwargs)
         to_kernel_backed(self.model, fit_small_maps=True)
+        self._freeze_stages()  # the swapped attention modules are new (their parameters are the same)

@@ -24,7 +24,8 @@ class HaloNet(ZooBackbone):
 
     Args:
         out_indices: ``feature_info`` levels, default (1, 2, 3, 4) (strides 4 ... 32; level 0 is the stride-2 stem).
-        frozen_stages: -1 none, 0 the stem, i the stem and ``stages.0`` .. ``stages.{i-1}`` (as mmdet's ResNet).
+        frozen_stages: -1 none, 0 the stem (and the output norm of level 0 when requested), i (1 .. 4) the stem and
+            ``stages.0`` .. ``stages.{i-1}`` (4 includes ``final_conv``), as mmdet's ResNet, with their output norms.
         **kwargs: :class:`backbonezoo.mm.ZooBackbone` arguments.
     """
 
@@ -40,7 +41,23 @@ class HaloNet(ZooBackbone):
     def __init__(self, arch: str = '26t', out_indices=(1, 2, 3, 4), **kwargs) -> None:
         super().__init__(arch=arch, out_indices=out_indices, **kwargs)
         to_kernel_backed(self.model, pad_to_block=True)
+        self._freeze_stages()  # the swapped attention modules are new (their parameters are the same)
+
+    def level_stage(self, level: int) -> int:
+        """ResNet convention: level 0 is the stem's output, level i (1 .. 4) the output of stage i."""
+        return level
+
+    def stem_modules(self) -> list[nn.Module]:
+        """The whole ``stem`` (timm's ``feature_info[0]`` points inside it)."""
+        return [self.model.stem]
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
-        """ResNet convention: stage i is ``stages.{i-1}`` (timm's ``feature_info[0]`` is the stem, frozen by 0)."""
-        return super().stage_modules(stage + 1) if stage < len(self.stage_info) else []
+        """Stage i is ``stages.{i-1}``; the last stage also owns ``final_conv`` (whose output is its level). Empty
+        for a stage pruned away."""
+        modules = []
+        for name in [f'stages.{stage - 1}'] + (['final_conv'] if stage == self.num_stages else []):
+            try:
+                modules.append(self.model.get_submodule(name))
+            except AttributeError:
+                pass
+        return modules

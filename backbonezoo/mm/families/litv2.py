@@ -51,6 +51,7 @@ class LITv2(ZooBackbone):
                 nn.Identity() if index == 0 and not norm_first_output else LayerNorm2d(channels, eps=1e-5)
                 for index, channels in zip(self.out_indices, self.out_channels)
             )
+            self._freeze_stages()  # the output norms of frozen stages
 
     def convert_dense_checkpoint(self, state_dict: dict) -> dict:
         """Official mmdet / mmseg checkpoints keep their output norms as ``norm0..norm3``: rename them to our

@@ -15,8 +15,9 @@ builds the reparameterised form (training-form files are fused on load). Inputs 
 
 Differences from the official wrappers, on purpose: ``out_indices``, ``frozen_stages``, ``norm_eval`` and ``with_cp``
 exist (``frozen_stages=3`` freezes everything that feeds Focus-Net stage 3: Base-Net stage 3, the Overview-Net and the
-context projection too); no SyncBN conversion inside ``__init__`` (configs choose their norms); pretrained files load
-strictly (official: mmcv ``load_checkpoint``, non-strict).
+context projection too; ``frozen_stages=4`` also the detection projection, which belongs to the last output); no SyncBN
+conversion inside ``__init__`` (configs choose their norms); pretrained files load strictly (official: mmcv
+``load_checkpoint``, non-strict).
 """
 
 from __future__ import annotations
@@ -76,16 +77,21 @@ class OverLoCK(ZooBackbone):
             nn.init.zeros_(self.overview_proj.conv.bias)
             # the Overview-Net output is not one of the maps forward_intermediates returns: keep it when it passes
             self.model.stages[3].register_forward_hook(self._keep_overview)
+            self._freeze_stages()  # the projection belongs to the last output: frozen with stage 4
 
     def _keep_overview(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         self._overview = output
 
     def stage_modules(self, stage: int) -> list[nn.Module]:
-        """Stage 3 (Focus-Net stage 3) depends on Base-Net stage 3, the Overview-Net and the context projection."""
+        """Stage 3 (Focus-Net stage 3) depends on Base-Net stage 3, the Overview-Net and the context projection;
+        stage 4 (Focus-Net stage 4) comes with the detection projection of the Overview-Net output onto its map."""
         model = self.model
         if stage == 3 and len(model.focus_stages) > 0:
             return [model.stages[2], model.stages[3], model.context_proj, model.focus_stages[0]]
-        return super().stage_modules(stage)
+        modules = super().stage_modules(stage)
+        if stage == 4 and getattr(self, 'overview_proj', None) is not None:
+            modules.append(self.overview_proj)
+        return modules
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = super().forward(x)

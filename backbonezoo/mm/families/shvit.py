@@ -30,3 +30,4 @@ class SHViT(ZooBackbone):
     def __init__(self, arch: str = 's4', norm_eval: bool = True, **kwargs) -> None:
         super().__init__(arch=arch, norm_eval=norm_eval, **kwargs)
         to_kernel_backed(self.model)
+        self._freeze_stages()  # the swapped attention modules are new (their parameters are the same)

@@ -8,7 +8,9 @@ SReT has no official dense code; this wrapper is our design (labelled so in the 
   outputs back to ``ceil(size / stride)``; the position embedding is resized to the padded map;
 - the random token shuffles of the recursive passes (official inference draws them from the global RNG) use the
   model's deterministic mode (``shuffle_seed=0``): dense training and evaluation are reproducible. Pass
-  ``model_kwargs=dict(shuffle_seed=None)`` for the official behaviour.
+  ``model_kwargs=dict(shuffle_seed=None)`` for the official behaviour;
+- ``frozen_stages`` as mmdet's Swin: 0 freezes the stem and the absolute position embedding (``pos_embed``), ``i``
+  also stages 1..i and their output norms.
 """
 
 from __future__ import annotations

@@ -369,7 +369,8 @@ def test_triton_kernels_match_reference_cuda(height, width, kwargs, bias_kind):
 
 @pytest.mark.parametrize('border,stride', [('shift', 1), ('zero', 1), ('zero', 2), ('zero', 3)])
 def test_window_tables_match_the_python_specification(border, stride):
-    from backbonezoo.kernels.local import _axis_window_tensors, axis_windows
+    from backbonezoo.kernels._geometry import axis_window_tensors as _axis_window_tensors
+    from backbonezoo.kernels._geometry import axis_windows
 
     for length in range(1, 24):
         for kernel in (1, 3, 5) if stride == 1 else (stride, stride + 1, stride + 4):

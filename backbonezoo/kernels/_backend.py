@@ -3,18 +3,21 @@
 ``backend=None`` (or ``'auto'``) uses Triton for CUDA tensors when Triton is importable and the fast
 PyTorch path otherwise. ``BACKBONEZOO_KERNEL_BACKEND`` sets the default; an explicit argument wins.
 ``'reference'`` is the plain specification, ``'torch'`` the fast PyTorch path, ``'triton'`` the Triton
-kernels (on CPU tensors only under ``TRITON_INTERPRET=1``).
+kernels (on CPU tensors only under ``TRITON_INTERPRET=1``), ``'flex'`` FlexAttention (``kernels/flex.py``, CUDA
+tensors only; local attention only). The chosen backend is logged at debug level (logger ``backbonezoo.kernels``).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import torch
 
-BACKENDS = ('reference', 'torch', 'triton')
+BACKENDS = ('reference', 'torch', 'triton', 'flex')
 ENV_VAR = 'BACKBONEZOO_KERNEL_BACKEND'
+logger = logging.getLogger('backbonezoo.kernels')
 
 
 @functools.cache
@@ -32,7 +35,16 @@ def triton_interpret() -> bool:
 
 def resolve_backend(backend: str | None, tensor: torch.Tensor, op: str, supported: tuple[str, ...] = BACKENDS) -> str:
     """The backend ``op`` runs on for ``tensor``; raises ValueError naming the argument when not possible."""
+    chosen = _resolve(backend, tensor, op, supported)
+    if not torch.compiler.is_compiling() and logger.isEnabledFor(logging.DEBUG):  # no logging calls in graphs
+        logger.debug('%s: backend %r for %s tensors (asked: %r)', op, chosen, tensor.device.type, backend)
+    return chosen
+
+
+def _resolve(backend: str | None, tensor: torch.Tensor, op: str, supported: tuple[str, ...]) -> str:
     chosen = backend if backend is not None else os.environ.get(ENV_VAR, 'auto')
+    if backend is None and chosen in BACKENDS and chosen not in supported:
+        chosen = 'auto'  # a process-wide default this operator has no implementation for (e.g. 'flex' for routing)
     if chosen == 'auto':
         if tensor.is_cuda and 'triton' in supported and triton_available():
             return 'triton'
@@ -50,4 +62,11 @@ def resolve_backend(backend: str | None, tensor: torch.Tensor, op: str, supporte
                 f"{op}: backend='triton' needs CUDA tensors (got device {tensor.device}); "
                 'set TRITON_INTERPRET=1 to run the kernels on CPU for testing'
             )
+    if chosen == 'flex':
+        if not tensor.is_cuda:
+            raise ValueError(f"{op}: backend='flex' needs CUDA tensors (got device {tensor.device})")
+        from .backends import local_flex
+
+        if not local_flex.available():
+            raise ValueError(f"{op}: backend='flex' needs backbonezoo.kernels.flex, which this install does not have")
     return chosen

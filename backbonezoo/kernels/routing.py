@@ -29,6 +29,7 @@ Backends (``backend=`` / ``BACKBONEZOO_KERNEL_BACKEND``, see ``_backend.py``):
   instead run one all-pairs attention with the unrouted keys masked (same softmax, nothing gathered): BiFormer's
   stage 3 at 224 routes 16 of 49 regions of 2 x 2 tokens, where the chunks are thousands of 4 x 64 attentions and
   the masked attention is about 2.5x faster.
+* ``'flex'`` (CUDA only): FlexAttention with a block mask of the routes (``kernels/flex.py``).
 * ``'triton'`` (default for CUDA tensors): the fused kernels of ``triton_routing.py``, which read the routed keys /
   values through the route index (nothing gathered) with an online softmax; the routing itself stays in PyTorch.
 """
@@ -43,9 +44,9 @@ from torch.utils.checkpoint import checkpoint
 
 from ._backend import resolve_backend
 
-__all__ = ['region_routing', 'routing_attention']
+__all__ = ['region_routing', 'routing_attention', 'routing_impl']
 
-_SUPPORTED = ('reference', 'torch', 'triton')
+_SUPPORTED = ('reference', 'torch', 'triton', 'flex')
 # The torch path attends densely (all pairs, unrouted keys masked) on maps of at most _DENSE_MAX_TOKENS tokens routed to
 # at least 1 / _DENSE_MAX_WASTE of their regions (see _dense_is_cheaper).
 _DENSE_MAX_TOKENS = 400  # 20 x 20: the mask (B, N, N) stays small next to K / V
@@ -318,11 +319,25 @@ def routing_attention(
             f'routing_attention: index must be int64 of shape {(q.shape[0], grid[0] * grid[1], topk)}, '
             f'got {index.dtype} {tuple(index.shape)}'
         )
-    if chosen == 'triton':
+    from . import ops  # the registered operators: one node for torch.compile / export / flop_counter
+
+    if ops.enabled() and ((chosen == 'torch' and q.device.type == 'cpu') or (chosen == 'triton' and q.is_cuda)):
+        out = ops.routing_attention(q, k, v, index, list(grid), list(size), list(pad), float(scale))
+    else:
+        out = routing_impl(q, k, v, index, grid, size, pad, scale, chosen)
+    return (out, index) if return_index else out
+
+
+def routing_impl(q, k, v, index, grid, size, pad, scale: float, backend: str) -> torch.Tensor:
+    """The token attention of checked arguments on ``backend`` (the Python implementations; ``'triton'`` through the
+    autograd-aware entry point ``triton_routing.triton_routing_attention(q, k, v, index, grid, size, scale)``)."""
+    if backend == 'triton':
         from .triton_routing import triton_routing_attention
 
-        out = triton_routing_attention(q, k, v, index, grid, size, scale)
-    else:
-        impl = _routing_attention_reference if chosen == 'reference' else _routing_attention_torch
-        out = impl(q, k, v, index, grid, size, pad, scale)
-    return (out, index) if return_index else out
+        return triton_routing_attention(q, k, v, index, grid, size, scale)
+    if backend == 'flex':  # CUDA only (checked by resolve_backend): backbonezoo.kernels.flex
+        from .flex import routing_attention as flex_routing_attention
+
+        return flex_routing_attention(q, k, v, index, grid, size, scale)
+    impl = _routing_attention_reference if backend == 'reference' else _routing_attention_torch
+    return impl(q, k, v, index, grid, size, pad, scale)

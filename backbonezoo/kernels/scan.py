@@ -231,7 +231,24 @@ def selective_scan(
         if t is not None and not t.is_floating_point():
             raise TypeError(f'selective_scan: {name} has dtype {t.dtype}; expected a floating point tensor')
     chosen = resolve_backend(backend, u, 'selective_scan', _SUPPORTED)
+    from . import ops  # the registered operators: one node for torch.compile / export / flop_counter
 
+    if ops.enabled() and ((chosen == 'torch' and u.device.type == 'cpu') or (chosen == 'triton' and u.is_cuda)):
+        if C is None:
+            return ops.selective_scan_states(u, delta, A, B, delta_bias, bool(delta_softplus))
+        y, states = ops.selective_scan(u, delta, A, B, C, D, delta_bias, bool(delta_softplus))
+    else:
+        y, states = scan_impl(u, delta, A, B, C, D, delta_bias, delta_softplus, chosen)
+        if C is None:
+            return states
+    return (y, states) if return_states else y
+
+
+def scan_impl(u, delta, A, B, C, D, delta_bias, delta_softplus: bool, backend: str):
+    """``(y, states)`` (``y`` None when ``C`` is None) of checked arguments (``B`` / ``C`` 4-D) on ``backend``: the
+    implementation of every backend in PyTorch (``linear_scan`` picks the recurrence's backend)."""
+    batch, dim, length = u.shape
+    d_state = A.shape[1]
     float64 = any(t is not None and t.dtype == torch.float64 for t in (u, delta, A, B, C, D, delta_bias))
     dtype = torch.float64 if float64 else torch.float32
     with torch.autocast(u.device.type, enabled=False):
@@ -246,12 +263,12 @@ def selective_scan(
         a = torch.exp(dt4 * A.view(1, groups, dim // groups, d_state, 1))
         b = dt4 * u4 * B.unsqueeze(2)
         shape = (batch, dim, d_state, length)
-        states = linear_scan(a.expand(b.shape).reshape(shape), b.reshape(shape), backend=chosen)
+        states = linear_scan(a.expand(b.shape).reshape(shape), b.reshape(shape), backend=backend)
         if C is None:
-            return states
+            return None, states
         C = C.to(dtype)
         y = states.view(batch, groups, dim // groups, d_state, length) * C.unsqueeze(2)
         y = y.sum(3).view(batch, dim, length)
         if D is not None:
             y = y + D.to(dtype)[:, None] * u
-    return (y, states) if return_states else y
+    return y, states

@@ -1,8 +1,9 @@
 """LITv2 (HiLo attention): what is special to the family.
 
 Parity with the official model (fixture), official-layout checkpoints for every variant, HiLo's head split and its
-unmasked padding, deformable token merging (torchvision's deform_conv2d with the official offset layout), odd input
-sizes, kernel backends, FLOPs with the deformable convs counted, and export / compile / autocast robustness.
+unmasked padding, deformable token merging (torchvision's deform_conv2d function with the official offset layout, and
+its grid-sample formulation in backbonezoo.layers), odd input sizes, kernel backends, FLOPs with the deformable convs
+counted, export / compile / autocast robustness, non-finite inputs and empty batches.
 The generic timm API (features_only, forward_intermediates, classifier reset, bad input) is the contract suite's.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -407,8 +410,169 @@ def test_onnx_export_dynamic_hw_without_hifi_heads(tmp_path):
     _onnx_matches(tiny(alpha=1.0), torch.randn(1, 3, 64, 96), [(1, 3, 64, 96), (1, 3, 250, 333)], dims, tmp_path)
 
 
-def test_deform_conv_runs_through_torchvision():
-    assert isinstance(tiny().stages[1].downsample.conv, torchvision.ops.DeformConv2d)
+# ----------------------------------------------------------------------------------------------- deformable conv
+# (kernel, stride, padding, dilation, groups, offset groups, modulated): LITv2's own setting first
+DEFORM_SETTINGS = [
+    ((2, 2), 2, 0, 1, 1, 1, False),
+    ((2, 2), 2, 0, 1, 1, 1, True),
+    ((3, 3), 1, 1, 1, 2, 2, True),
+    ((3, 2), (2, 1), (1, 0), (2, 1), 1, 4, False),
+    ((1, 1), 1, 0, 1, 4, 1, False),
+    ((2, 2), 2, 1, 2, 2, 1, False),
+]
+
+
+def _deform_case(setting, size=(9, 7), scale=3.0, seed=0):
+    (kh, kw), stride, padding, dilation, groups, offset_groups, modulated = setting
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    H, W = size
+    out_h, out_w = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    gen = torch.Generator().manual_seed(seed)
+    f64 = dict(dtype=torch.float64, generator=gen)
+    x = torch.randn(2, 8, H, W, **f64)
+    offset = torch.randn(2, 2 * offset_groups * kh * kw, out_h, out_w, **f64) * scale
+    # some positions far outside the map (zero samples, zero gradients), some in the one-pixel border band
+    offset[:, 0::5] += torch.sign(torch.randn(offset[:, 0::5].shape, **f64)) * (H + W)
+    offset[:, 1::7] = -torch.rand(offset[:, 1::7].shape, **f64) * 0.9 - torch.arange(out_w) * sw - 0.05
+    weight = torch.randn(12, 8 // groups, kh, kw, **f64)
+    bias = torch.randn(12, **f64)
+    mask = torch.rand(2, offset_groups * kh * kw, out_h, out_w, **f64) if modulated else None
+    return x, offset, weight, bias, dict(stride=stride, padding=padding, dilation=dilation), mask
+
+
+@pytest.mark.parametrize('setting', DEFORM_SETTINGS, ids=lambda s: '-'.join(map(str, s)))
+def test_deform_conv2d_grid_equals_torchvision_forward_and_gradients(setting):
+    from backbonezoo.layers import deform_conv2d_grid
+
+    x, offset, weight, bias, kw, mask = _deform_case(setting)
+    inputs = [t.requires_grad_() for t in (x, offset, weight, bias) + ((mask,) if mask is not None else ())]
+    expected = torchvision.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    ours = deform_conv2d_grid(x, offset, weight, bias, mask=mask, **kw)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
+    grad_out = torch.randn_like(expected)
+    names = ['input', 'offset', 'weight', 'bias', 'mask']
+    for name, g_ours, g_tv in zip(
+        names, torch.autograd.grad(ours, inputs, grad_out), torch.autograd.grad(expected, inputs, grad_out)
+    ):
+        torch.testing.assert_close(g_ours, g_tv, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f'{n} gradient: {m}')
+
+
+def test_deform_conv2d_grid_float32_channels_last_and_batch_zero():
+    from backbonezoo.layers import deform_conv2d_grid
+
+    x, offset, weight, bias, kw, _ = _deform_case(DEFORM_SETTINGS[0], size=(10, 14), scale=1.0)
+    x, offset, weight, bias = (t.float() for t in (x, offset, weight, bias))
+    expected = torchvision.ops.deform_conv2d(x, offset, weight, bias, **kw)
+    cl = deform_conv2d_grid(x.to(memory_format=torch.channels_last), offset, weight, bias, **kw)
+    torch.testing.assert_close(cl, expected, rtol=1e-5, atol=1e-5)
+    empty = deform_conv2d_grid(x[:0], offset[:0], weight, bias, **kw)
+    assert empty.shape == (0, *expected.shape[1:])
+
+
+@pytest.mark.parametrize('setting', DEFORM_SETTINGS[:3], ids=lambda s: '-'.join(map(str, s)))
+def test_deform_conv2d_non_finite_offsets(setting):
+    """Infinite offsets sample zero (outside the map, torchvision's rule); NaN offsets give NaN at their output
+    positions only; nothing indexes out of bounds."""
+    from backbonezoo.layers import deform_conv2d_grid
+
+    x, offset, weight, bias, kw, mask = _deform_case(setting)
+    far = offset.clone()
+    far[0, 0, 0, 0], far[1, 1, -1, -1] = 1e6, -1e6
+    inf = offset.clone()
+    inf[0, 0, 0, 0], inf[1, 1, -1, -1] = float('inf'), float('-inf')
+    torch.testing.assert_close(deform_conv2d_grid(x, inf, weight, bias, mask=mask, **kw),
+                               torchvision.ops.deform_conv2d(x, far, weight, bias, mask=mask, **kw))  # fmt: skip
+    nan = offset.clone()
+    nan[0, :, 0, 0] = float('nan')  # every tap of every offset group at one output position
+    nan[1, 1, -1, 0] = float('nan')  # one coordinate of one tap: the channels sampled with it
+    out = deform_conv2d_grid(x, nan, weight, bias, mask=mask, **kw)
+    assert out[0, :, 0, 0].isnan().all() and out[1, :, -1, 0].isnan().any()
+    out[0, :, 0, 0] = out[1, :, -1, 0] = 0.0
+    assert torch.isfinite(out).all()
+
+
+def test_deform_conv2d_backends_and_names():
+    from backbonezoo.layers import deform_conv2d
+
+    x, offset, weight, bias, kw, _ = _deform_case(DEFORM_SETTINGS[0])
+    expected = torchvision.ops.deform_conv2d(x, offset, weight, bias, **kw)
+    for backend in (None, 'auto', 'torch', 'torchvision'):
+        torch.testing.assert_close(deform_conv2d(x, offset, weight, bias, backend=backend, **kw), expected)
+    with pytest.raises(ValueError, match='backend'):
+        deform_conv2d(x, offset, weight, bias, backend='cuda', **kw)
+    with pytest.raises(ValueError, match='offset'):
+        deform_conv2d(x, offset[:, :6], weight, bias, **kw)
+    with pytest.raises(ValueError, match='offset'):
+        deform_conv2d(x, offset[..., :-1], weight, bias, **kw)
+
+
+def test_deform_conv2d_torchvision_backend_survives_nan_offsets_on_cpu():
+    """torchvision's CPU kernel reads out of bounds on a NaN offset (SIGSEGV): the forced backend must not crash."""
+    code = (
+        'import torch\n'
+        'from backbonezoo.layers import deform_conv2d\n'
+        'x = torch.randn(1, 4, 8, 8)\n'
+        'offset = torch.full((1, 8, 4, 4), float("nan"))\n'
+        'out = deform_conv2d(x, offset, torch.randn(6, 4, 2, 2), None, stride=2, backend="torchvision")\n'
+        'assert out.shape == (1, 6, 4, 4)\n'
+    )
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f'exit {result.returncode}: {result.stderr[-2000:]}'
+
+
+def test_token_merging_uses_the_grid_formulation_on_cpu():
+    """Eager CPU forward and backward never reach torchvision's scalar-loop kernel; parity is the fixture tests'."""
+    model = tiny().train()
+    assert isinstance(model.stages[1].downsample.conv, torchvision.ops.DeformConv2d)  # official weight names
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(torch.randn(2, 3, 64, 64)).sum().backward()
+    names = {event.key for event in prof.key_averages()}
+    assert not any('deform_conv2d' in name for name in names)
+    assert 'aten::grid_sampler_2d' in names
+
+
+def test_deform_backend_switch_gives_the_same_model():
+    x = torch.randn(2, 3, 64, 96)
+    outputs = {}
+    for backend in ('torch', 'torchvision', None):
+        model = tiny(deform_backend=backend)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, DeformableTokenMerging):  # real deformations, some out of the map
+                    m.conv_offset.weight.normal_(0, 0.5)
+            outputs[backend] = model(x)
+    for backend, out in outputs.items():
+        assert_close_rel(out, outputs['torchvision'], rtol=1e-5, what=f'deform backend {backend}')
+    with pytest.raises(ValueError, match='deform_backend'):
+        tiny(deform_backend='cuda')
+
+
+@pytest.mark.parametrize('backend', ['torch', 'torchvision'])
+def test_non_finite_inputs_propagate_without_crashing(backend):
+    """One NaN / Inf pixel or a huge image used to SIGSEGV in torchvision's CPU deform_conv2d (NaN offsets): every
+    case now returns, eval and train, forward and backward, timm and batch 0 (run in a subprocess)."""
+    code = f"""
+import torch
+from backbonezoo.backbones.litv2 import LITv2
+torch.manual_seed(0)
+model = LITv2(num_classes=10, embed_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), deform_backend={backend!r})
+base = torch.randn(2, 3, 64, 64)
+nan, inf = base.clone(), base.clone()
+nan[0, 0, 5, 7] = float('nan')
+inf[1, 2, 30, 3] = float('inf')
+for mode in ('eval', 'train'):
+    getattr(model, mode)()
+    for name, x in (('nan', nan), ('inf', inf), ('huge', base * 1e20), ('-huge', base * -3e38)):
+        out = model(x.requires_grad_())
+        assert out.shape == (2, 10), (name, out.shape)
+        out.sum().backward()
+    assert model(base[:0]).shape == (0, 10)
+print('ok')
+"""
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and 'ok' in result.stdout, f'exit {result.returncode}: {result.stderr[-2000:]}'
 
 
 def test_min_size_is_enforced_and_sufficient():
@@ -487,10 +651,18 @@ def test_mm_frozen_stages_every_value(frozen_stages, registries):
         .build(dict(type='LITv2', model_kwargs=FIXTURE_MODEL_KWARGS, frozen_stages=frozen_stages, norm_eval=False))
         .train()
     )
-    frozen = {n.split('.')[1] if n.startswith('model.patch_embed') else '.'.join(n.split('.')[1:3])
-              for n, p in backbone.named_parameters() if not p.requires_grad}  # fmt: skip
+
+    def group(name: str) -> str:  # model.patch_embed.* / model.stages.i.* / out_norms.i.*
+        parts = name.split('.')
+        return parts[1] if parts[1] == 'patch_embed' else '.'.join(parts[:2] if parts[0] == 'out_norms' else parts[1:3])
+
+    frozen = {group(n) for n, p in backbone.named_parameters() if not p.requires_grad}
+    # a frozen stage freezes its output norm too (the mmdet flavour's output 0 has none: an Identity)
     expected = ({'patch_embed'} if frozen_stages >= 0 else set()) | {
-        f'stages.{i}' for i in range(max(frozen_stages, 0))
+        name
+        for i in range(max(frozen_stages, 0))
+        for name in (f'stages.{i}', f'out_norms.{i}')
+        if name != 'out_norms.0'
     }
     assert frozen == expected
     for i in range(1, 4):  # the token-merging BatchNorm of a frozen stage stays in eval mode

@@ -772,9 +772,11 @@ def _create_a2mamba(variant: str, pretrained: bool = False, **kwargs) -> A2Mamba
     )
 
 
-def _cfg(url: str = '', **kwargs) -> dict:
+def _cfg(name: str, **kwargs) -> dict:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': url,
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'min_input_size': (3, 193, 193),
@@ -785,23 +787,18 @@ def _cfg(url: str = '', **kwargs) -> dict:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.0',
         'classifier': 'head.fc',
-        'license': 'unknown',
-        'paper_ids': 'arXiv:2507.16624',
-        'paper_name': 'A2Mamba: Attention-augmented State Space Models for Visual Recognition',
-        'origin_url': 'https://github.com/LMMMEng/A2Mamba',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
-_URL = 'https://huggingface.co/LMMM2025/A2Mamba/resolve/main/a2mamba_pretrained_weights/a2mamba_{}.pth'
-
 default_cfgs = generate_default_cfgs(
     {
-        'a2mamba_nano.in1k': _cfg(url=_URL.format('nano')),
-        'a2mamba_tiny.in1k': _cfg(url=_URL.format('tiny')),
-        'a2mamba_small.in1k': _cfg(url=_URL.format('small')),
-        'a2mamba_base.in1k': _cfg(url=_URL.format('base'), crop_pct=0.95),
-        'a2mamba_large.in1k': _cfg(url=_URL.format('large'), crop_pct=0.975),
+        'a2mamba_nano.in1k': _cfg('a2mamba_nano.in1k'),
+        'a2mamba_tiny.in1k': _cfg('a2mamba_tiny.in1k'),
+        'a2mamba_small.in1k': _cfg('a2mamba_small.in1k'),
+        'a2mamba_base.in1k': _cfg('a2mamba_base.in1k', crop_pct=0.95),
+        'a2mamba_large.in1k': _cfg('a2mamba_large.in1k', crop_pct=0.975),
     }
 )
 

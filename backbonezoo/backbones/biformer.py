@@ -61,6 +61,8 @@ def bi_level_routing(
     """:func:`backbonezoo.kernels.routing_attention` on ``(B, heads, H, W, d)`` maps (one region grid argument)."""
     if q.is_meta:  # shape-only forward (timm builds models on the meta device): routing needs values, the shape not
         return torch.empty_like(v)
+    if q.shape[0] == 0:  # an empty batch: nothing to route (the kernel's region reshapes need a batch); keep the graph
+        return v + (q.sum() + k.sum()) * 0
     return routing_attention(
         q, k, v, num_regions, topk, region_size=region_size, scale=scale, routing_scale=routing_scale
     )
@@ -171,7 +173,7 @@ class GlobalAttentionLePE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, channels = x.shape
         qkv = self.qkv(x)
-        q, k, v = qkv.reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = qkv.flatten(1, 2).unflatten(-1, (3, self.num_heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(1, 2).reshape(batch, height, width, channels)
         lepe_in = x if self.lepe_on == 'input' else qkv[..., 2 * channels :]
@@ -272,8 +274,8 @@ class BiFormerStage(nn.Module):
 
 
 @opaque_to_tracing  # inspects sizes, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, n_win: int) -> None:
-    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch with H, W >= ``min_size``."""
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, n_win: int, stem_weight: torch.Tensor) -> None:
+    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's dtype, H and W >= ``min_size``."""
     if x.dim() != 4:
         raise ValueError(f'BiFormer expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
     if x.shape[1] != in_chans:
@@ -283,6 +285,12 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int, n_win: int) -> No
             f'BiFormer with n_win={n_win} needs inputs of at least {min_size}x{min_size}, '
             f'got {x.shape[-2]}x{x.shape[-1]}'
         )
+    if (
+        x.dtype != stem_weight.dtype
+        and stem_weight.device.type != 'meta'
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        raise TypeError(f'BiFormer: input dtype {x.dtype} differs from the model dtype {stem_weight.dtype}; cast one')
 
 
 class BiFormer(nn.Module):
@@ -411,7 +419,7 @@ class BiFormer(nn.Module):
         return 16 * self.n_win if any(self.topks[:3]) else 32
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size, self.n_win)
+        check_input(x, self.in_chans, self.min_input_size, self.n_win, self.stem[0].weight)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -569,9 +577,11 @@ def _create_biformer(variant: str, pretrained: bool = False, **kwargs: Any) -> B
     )
 
 
-def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
+def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': url,
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'min_input_size': (3, 112, 112),
@@ -582,25 +592,18 @@ def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.conv1',
         'classifier': 'head.fc',
-        'license': 'mit',
-        'paper_ids': 'arXiv:2303.08810',
-        'paper_name': 'BiFormer: Vision Transformer with Bi-Level Routing Attention',
-        'origin_url': 'https://github.com/rayleizhu/BiFormer',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
-_ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
-
 default_cfgs = generate_default_cfgs(
     {
-        'biformer_tiny.in1k': _cfg(url=_ONEDRIVE.format('s!AkBbczdRlZvChHEOoGkgwgQzEDlM')),
-        'biformer_small.in1k': _cfg(url=_ONEDRIVE.format('s!AkBbczdRlZvChHDyM-x9KWRBZ832')),
-        'biformer_base.in1k': _cfg(url=_ONEDRIVE.format('s!AkBbczdRlZvChHI_XPhoadjaNxtO')),
-        'biformer_stl.in1k': _cfg(url=_ONEDRIVE.format('s!AkBbczdRlZvChSf-m7ujkvx9lIQ1'), first_conv='stem.conv'),
-        'biformer_stl_nchw.in1k': _cfg(
-            url=_ONEDRIVE.format('s!AkBbczdRlZvChWYrKbWbMgqd2Ai0'), first_conv='stem.conv', min_input_size=(3, 112, 112)
-        ),
+        'biformer_tiny.in1k': _cfg('biformer_tiny.in1k'),
+        'biformer_small.in1k': _cfg('biformer_small.in1k'),
+        'biformer_base.in1k': _cfg('biformer_base.in1k'),
+        'biformer_stl.in1k': _cfg('biformer_stl.in1k', first_conv='stem.conv'),
+        'biformer_stl_nchw.in1k': _cfg('biformer_stl_nchw.in1k', first_conv='stem.conv', min_input_size=(3, 112, 112)),
     }
 )
 

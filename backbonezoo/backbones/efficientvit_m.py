@@ -20,6 +20,7 @@ names; this module adds what timm lacks:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 
@@ -282,3 +283,42 @@ def _install_timm_filter() -> None:
 
 
 _install_timm_filter()
+
+
+def _install_pretrained_check() -> None:
+    """``pretrained=True`` without weights fails at once with a message (``HF_HUB_OFFLINE`` and nothing cached, or
+    no network) instead of waiting on the hub client's retries (idempotent)."""
+    create = getattr(_timm_efficientvit._create_efficientvit_msra, '__wrapped__', None)
+    create = create or _timm_efficientvit._create_efficientvit_msra
+
+    def _create_efficientvit_msra(variant, pretrained=False, **kwargs):
+        if pretrained:
+            from backbonezoo.checkpoint import ensure_pretrained_available
+
+            ensure_pretrained_available(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        return create(variant, pretrained=pretrained, **kwargs)
+
+    _create_efficientvit_msra.__wrapped__ = create
+    _timm_efficientvit._create_efficientvit_msra = _create_efficientvit_msra
+
+
+_install_pretrained_check()
+
+
+def _install_empty_batch_guard() -> None:
+    """Batch 0 through timm's ``CascadedGroupAttention`` (whose ``view(B, -1, H, W)`` cannot infer -1 from an empty
+    batch): eager calls on an empty batch return the empty map (the attention keeps the shape) instead of raising a
+    reshape error. TorchScript compiles the unwrapped forward; fx proxies and traced / compiled graphs skip the check
+    (idempotent)."""
+    forward = getattr(CascadedGroupAttention.forward, '__wrapped__', CascadedGroupAttention.forward)
+
+    @functools.wraps(forward)
+    def guarded_forward(self, x):
+        if type(x) is torch.Tensor and not torch.jit.is_tracing() and not is_tracing() and x.shape[0] == 0:
+            return x * 0.0
+        return forward(self, x)
+
+    CascadedGroupAttention.forward = guarded_forward
+
+
+_install_empty_batch_guard()

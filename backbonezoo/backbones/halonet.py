@@ -275,9 +275,11 @@ def _create_halonet(variant: str, pretrained: bool = False, **kwargs) -> HaloNet
     )
 
 
-def _cfg(img_size: int, **kwargs) -> dict[str, Any]:
+def _cfg(name: str, img_size: int, **kwargs) -> dict[str, Any]:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': '',
         'num_classes': 1000,
         'input_size': (3, img_size, img_size),
         'pool_size': (-(-img_size // 32), -(-img_size // 32)),
@@ -288,22 +290,20 @@ def _cfg(img_size: int, **kwargs) -> dict[str, Any]:
         'first_conv': 'stem.conv1.conv',
         'classifier': 'head.fc',
         'fixed_input_size': False,
-        'license': 'apache-2.0',
-        'paper_ids': 'arXiv:2103.12731',
-        'paper_name': 'Scaling Local Self-Attention for Parameter Efficient Visual Backbones',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
 default_cfgs = generate_default_cfgs(
     {
-        'halonet_h0.untrained': _cfg(256),
-        'halonet_h2.untrained': _cfg(256),
-        'halonet_h3.untrained': _cfg(320),
-        'halonet_h4.untrained': _cfg(384),
-        'halonet_h5.untrained': _cfg(448),
-        'halonet_h6.untrained': _cfg(512),
-        'halonet_h7.untrained': _cfg(600),
+        'halonet_h0.untrained': _cfg('halonet_h0.untrained', 256),
+        'halonet_h2.untrained': _cfg('halonet_h2.untrained', 256),
+        'halonet_h3.untrained': _cfg('halonet_h3.untrained', 320),
+        'halonet_h4.untrained': _cfg('halonet_h4.untrained', 384),
+        'halonet_h5.untrained': _cfg('halonet_h5.untrained', 448),
+        'halonet_h6.untrained': _cfg('halonet_h6.untrained', 512),
+        'halonet_h7.untrained': _cfg('halonet_h7.untrained', 600),
     }
 )
 

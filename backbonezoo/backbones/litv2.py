@@ -7,8 +7,10 @@ A four-stage ViT with strides 4 / 8 / 16 / 32. Stages 1-2 are attention-free "Co
 attention: ``hifi_heads`` heads attend inside non-overlapping ``window_size`` windows (blocked window attention from
 ``backbonezoo.kernels``), the other heads attend from every token to ``window_size``-average-pooled keys and values
 (SDPA). With ``window_size=1`` (stage 4) HiLo is plain multi-head self-attention. Stages are joined by deformable token
-merging: a 2x2 stride-2 deformable convolution (``torchvision.ops.deform_conv2d``, exactly the official CUDA-only DCN
-extension), BatchNorm and GELU. There is no position embedding.
+merging: a 2x2 stride-2 deformable convolution (``torchvision.ops.deform_conv2d``'s function, exactly the official
+CUDA-only DCN extension; on CPU computed as grid-sample + matmul by ``backbonezoo.layers.deform_conv2d``, torchvision's
+operator on CUDA), BatchNorm and GELU. There is no position embedding. Non-finite activations propagate as NaN
+(torchvision's CPU kernel would crash on NaN offsets); an empty batch gives an empty output.
 
 Any input size of at least 32 runs, the way the official dense backbone runs it: the stem pads the image to a
 multiple of 4 (right / bottom), HiLo pads each map to a multiple of its window with zeros after ``norm1`` and crops
@@ -38,10 +40,10 @@ from timm.layers import (
 )
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from torchvision.ops import DeformConv2d, deform_conv2d
+from torchvision.ops import DeformConv2d
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import opaque_to_tracing
+from backbonezoo.layers import DEFORM_BACKENDS, deform_conv2d, opaque_to_tracing
 
 __all__ = ['LITv2', 'HiLoAttention', 'DeformableTokenMerging', 'checkpoint_filter_fn']
 
@@ -165,7 +167,7 @@ class HiLoAttention(nn.Module):
         qkv = self.h_qkv(x).view(B, H, W, 3, self.hifi_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         q, k, v = qkv.unbind(0)
         x = window_attention(q, k, v, self.window_size, self.scale, self.kernel_backend)
-        return self.h_proj(x.permute(0, 2, 3, 1, 4).reshape(B, H, W, -1))
+        return self.h_proj(x.permute(0, 2, 3, 1, 4).flatten(3))  # no -1 in shapes: batch 0 must work
 
     def _lofi(self, x: torch.Tensor, x_padded: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
@@ -174,10 +176,10 @@ class HiLoAttention(nn.Module):
             # pooling commutes with the affine l_kv, so pool first; the padded zeros are averaged in (official)
             ws = self.window_size
             x_padded = F.avg_pool2d(x_padded.permute(0, 3, 1, 2), ws, ws).permute(0, 2, 3, 1)
-        kv = self.l_kv(x_padded).reshape(B, -1, 2, self.lofi_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.l_kv(x_padded.flatten(1, 2)).unflatten(-1, (2, self.lofi_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)
         x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.l_proj(x.transpose(1, 2).reshape(B, H, W, -1))
+        return self.l_proj(x.transpose(1, 2).reshape(B, H, W, self.lofi_heads * self.head_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[1:3]
@@ -230,16 +232,39 @@ class LITv2Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+@opaque_to_tracing  # dispatches on device / capture mode in Python (backbonezoo.layers.deform_conv2d)
+def deformable_conv(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, backend: str | None
+) -> torch.Tensor:
+    """``torchvision.ops.deform_conv2d(x, offset, weight, bias, stride)`` through ``backbonezoo.layers``: the
+    grid-sample formulation on CPU, torchvision's operator on CUDA and in captured graphs (or as forced)."""
+    return deform_conv2d(x, offset, weight, bias, stride=stride, backend=backend)
+
+
 @register_notrace_module  # picks the compute dtype from the input: a leaf for torch.fx
 class DeformableTokenMerging(nn.Module):
     """2x2 stride-2 deformable conv (offsets from a 2x2 stride-2 conv) + BatchNorm + GELU; halves H and W (floors odd
-    sizes, like the official code). NHWC in and out."""
+    sizes, like the official code). NHWC in and out.
+
+    ``deform_backend``: 'torch' (grid-sample + matmul, exact, any device), 'torchvision' (its operator) or None /
+    'auto' (torchvision on CUDA and in captured graphs, 'torch' otherwise); see ``backbonezoo.layers.deform_conv2d``.
+    ``conv`` stays a ``torchvision.ops.DeformConv2d``: it holds the weights under the official names.
+    """
 
     def __init__(
-        self, in_dim: int, out_dim: int, act_layer: Callable[..., nn.Module] = nn.GELU, device=None, dtype=None
+        self,
+        in_dim: int,
+        out_dim: int,
+        act_layer: Callable[..., nn.Module] = nn.GELU,
+        deform_backend: str | None = None,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
+        if deform_backend not in (None, *DEFORM_BACKENDS):
+            raise ValueError(f'LITv2: deform_backend={deform_backend!r}, expected None or one of {DEFORM_BACKENDS}')
+        self.deform_backend = deform_backend
         # deformable conv v1, one offset group: channel 2k is the row offset of tap k, 2k+1 its column offset
         self.conv_offset = nn.Conv2d(in_dim, 2 * 2 * 2, kernel_size=2, stride=2, **dd)
         self.conv = DeformConv2d(in_dim, out_dim, kernel_size=2, stride=2, bias=True).to(**dd)
@@ -253,11 +278,13 @@ class DeformableTokenMerging(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)
         offset = self.conv_offset(x)
-        # torchvision's deform_conv2d has no bfloat16 kernels (and no float16 on CPU): low precision (bf16 models,
-        # autocast's bf16 offsets) runs in float32, as the official DCN extension (float / double only) would under AMP
+        # torchvision's deform_conv2d has no bfloat16 kernels (and no float16 on CPU), and low-precision sampling
+        # positions would be coarse: low precision (bf16 models, autocast's bf16 offsets) runs in float32, as the
+        # official DCN extension (float / double only) would under AMP
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         weight, bias = self.conv.weight.to(dtype), self.conv.bias.to(dtype)
-        out = deform_conv2d(x.to(dtype), offset.to(dtype), weight, bias, stride=self.conv.stride)
+        out = deformable_conv(x.to(dtype), offset.to(dtype), weight, bias, self.conv.stride[0], self.deform_backend)
+        # the 'torch' formulation returns channels-last memory: the permute back to NHWC is then free
         return self.act(self.norm(out.to(x.dtype))).permute(0, 2, 3, 1).contiguous()  # see PatchEmbed
 
 
@@ -281,13 +308,17 @@ class LITv2Stage(nn.Module):
         norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
         act_layer: Callable[..., nn.Module] = nn.GELU,
         kernel_backend: str | None = None,
+        deform_backend: str | None = None,
         device=None,
         dtype=None,
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.grad_checkpointing = False
-        self.downsample = DeformableTokenMerging(in_dim, dim, act_layer, **dd) if downsample else nn.Identity()
+        if downsample:
+            self.downsample = DeformableTokenMerging(in_dim, dim, act_layer, deform_backend, **dd)
+        else:
+            self.downsample = nn.Identity()
         drop_path = drop_path if isinstance(drop_path, Sequence) else [drop_path] * depth
         self.blocks = nn.Sequential(
             *[
@@ -318,8 +349,9 @@ class LITv2Stage(nn.Module):
 
 
 @opaque_to_tracing  # inspects sizes and dtype, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
-    """Raise a named error unless ``x`` is a floating-point (B, in_chans, H, W) batch with H, W >= ``min_size``."""
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
+    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's floating-point dtype with
+    H, W >= ``min_size``."""
     if x.ndim != 4:
         raise ValueError(f'LITv2: expected an NCHW image batch (4-D), got a {x.ndim}-D tensor {tuple(x.shape)}')
     if x.shape[1] != in_chans:
@@ -328,6 +360,12 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
         raise ValueError(f'LITv2: input {x.shape[2]}x{x.shape[3]} is too small; height and width must be >= {min_size}')
     if not x.is_floating_point():
         raise TypeError(f'LITv2: expected a floating-point image tensor, got dtype {x.dtype}')
+    if (
+        x.dtype != stem_weight.dtype
+        and stem_weight.device.type != 'meta'
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        raise TypeError(f'LITv2: input dtype {x.dtype} differs from the model dtype {stem_weight.dtype}; cast one')
 
 
 class LITv2(nn.Module):
@@ -350,6 +388,8 @@ class LITv2(nn.Module):
         proj_drop_rate: dropout inside the FFNs (the official ``drop_rate``).
         drop_path_rate: stochastic depth, linear over all blocks.
         kernel_backend: backend of the Hi-Fi window attention (``backbonezoo.kernels``); None = automatic.
+        deform_backend: backend of the token mergings' deformable convs (``backbonezoo.layers.deform_conv2d``:
+            'torch' or 'torchvision'); None = automatic (torchvision's operator on CUDA, 'torch' on CPU).
     """
 
     def __init__(
@@ -372,6 +412,7 @@ class LITv2(nn.Module):
         norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
         act_layer: Callable[..., nn.Module] = nn.GELU,
         kernel_backend: str | None = None,
+        deform_backend: str | None = None,
         device=None,
         dtype=None,
     ):
@@ -410,6 +451,7 @@ class LITv2(nn.Module):
                     norm_layer=norm_layer,
                     act_layer=act_layer,
                     kernel_backend=kernel_backend,
+                    deform_backend=deform_backend,
                     **dd,
                 )
             )
@@ -465,7 +507,7 @@ class LITv2(nn.Module):
         self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size)
+        check_input(x, self.in_chans, self.min_input_size, self.patch_embed.proj.weight)
 
     def forward_intermediates(
         self,
@@ -575,9 +617,11 @@ def _create_litv2(variant: str, pretrained: bool = False, **kwargs: Any) -> LITv
     )
 
 
-def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
+def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': url,
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'pool_size': (7, 7),
@@ -587,25 +631,18 @@ def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'patch_embed.proj',
         'classifier': 'head.fc',
-        'license': 'apache-2.0',
-        'paper_ids': 'arXiv:2205.13213',
-        'paper_name': 'Fast Vision Transformers with HiLo Attention',
-        'origin_url': 'https://github.com/ziplab/LITv2',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
-_RELEASES = 'https://github.com/ziplab/LITv2/releases/download/v1.0'
-
 default_cfgs = generate_default_cfgs(
     {
-        'litv2_small.in1k': _cfg(url=f'{_RELEASES}/litv2_s.pth'),
-        'litv2_medium.in1k': _cfg(url=f'{_RELEASES}/litv2_m.pth'),
-        'litv2_base.in1k': _cfg(url=f'{_RELEASES}/litv2_b.pth'),
+        'litv2_small.in1k': _cfg('litv2_small.in1k'),
+        'litv2_medium.in1k': _cfg('litv2_medium.in1k'),
+        'litv2_base.in1k': _cfg('litv2_base.in1k'),
         # fine-tuned at 384 and evaluated without a centre crop (official TEST.CROP False)
-        'litv2_base_384.in1k': _cfg(
-            url=f'{_RELEASES}/litv2_b_384.pth', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
-        ),
+        'litv2_base_384.in1k': _cfg('litv2_base_384.in1k', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
     }
 )
 

@@ -385,7 +385,7 @@ class ContMixBlock(nn.Module):
 
     def _contmix(self, x: torch.Tensor, xf: torch.Tensor) -> torch.Tensor:
         """Dynamic kernels from (normalised features + context) ``xf`` applied to the features ``x``."""
-        batch, _, height, width = x.shape
+        height, width = x.shape[-2:]
         in_size = (height, width)
         # official small-map rule: resize so that the short side equals the kernel (see contmix_size), mix there,
         # then average-pool back
@@ -399,22 +399,23 @@ class ContMixBlock(nn.Module):
         query = self.query(xf[:, : self.dim]) * self.scale
         pool = self.context_pool_size
         key = self.key(adaptive_avg_pool(xf[:, self.dim :], (pool, pool)))
-        query = query.reshape(batch, groups, -1, height * width).transpose(-1, -2)  # (B, G, HW, c)
-        key = key.reshape(batch, groups, -1, pool * pool)  # (B, G, c, 49)
+        # unflatten / flatten, no -1 over the batch: shapes stay inferable for batch 0
+        query = query.unflatten(1, (groups, -1)).flatten(3).transpose(-1, -2)  # (B, G, HW, c)
+        key = key.unflatten(1, (groups, -1)).flatten(3)  # (B, G, c, 49)
         # (q . k_l) then the 49 -> taps projection, reassociated: q . (sum_l k_l W[t, l]) costs c*T, not 49*(c+T)
         tap_keys = torch.matmul(key, self.kernel_proj.weight.t())  # (B, G, c, T)
         logits = torch.matmul(query, tap_keys) + self.kernel_proj.bias  # (B, G, HW, T)
-        logits = logits.reshape(batch, groups, height, width, -1)
+        logits = logits.unflatten(2, (height, width))
         logits_small, logits_large = logits.split([small * small, large * large], dim=-1)
         backend = self.kernel_backend
         attn_small = (logits_small + neighborhood_bias(self.rpb_small, height, width, small, backend)).softmax(-1)
         attn_large = (logits_large + neighborhood_bias(self.rpb_large, height, width, large, backend)).softmax(-1)
         # values: channels split as (small/large half, group, c)
-        value = x.reshape(batch, 2, groups, -1, height, width).permute(1, 0, 2, 4, 5, 3)
+        value = x.unflatten(1, (2, groups, -1)).permute(1, 0, 2, 4, 5, 3)
         out_small = neighborhood_aggregate(attn_small, value[0], small, backend)
         out_large = neighborhood_aggregate(attn_large, value[1], large, backend)
         out = torch.cat([out_small, out_large], dim=1)  # (B, 2G, H, W, c)
-        out = out.permute(0, 1, 4, 2, 3).reshape(batch, -1, height, width)
+        out = out.permute(0, 1, 4, 2, 3).flatten(1, 2)
         if resize:
             out = adaptive_avg_pool(out, in_size)
         return out
@@ -1020,12 +1021,11 @@ def _create_overlock(variant: str, pretrained: bool = False, **kwargs) -> OverLo
     )
 
 
-_RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1'
+def _cfg(name: str, **kwargs) -> dict[str, Any]:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
 
-
-def _cfg(url: str = '', **kwargs) -> dict[str, Any]:
     return {
-        'url': url,
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'pool_size': (7, 7),
@@ -1035,22 +1035,15 @@ def _cfg(url: str = '', **kwargs) -> dict[str, Any]:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.0',
         'classifier': 'head.fc',
-        'license': 'apache-2.0',
-        'paper_ids': 'arXiv:2502.20087',
-        'paper_name': 'OverLoCK: An Overview-first-Look-Closely-next ConvNet with Context-Mixing Dynamic Kernels',
-        'origin_url': 'https://github.com/LMMMEng/OverLoCK',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
 def _variant_cfgs(name: str, crop_pct: float) -> dict[str, dict[str, Any]]:
     # both official files load into the default (deploy-form) model; the first one also into deploy=False
-    return {
-        f'overlock_{name}.in1k': _cfg(url=f'{_RELEASE}/overlock_{name}_in1k_224.pth', crop_pct=crop_pct),
-        f'overlock_{name}.in1k_reparam': _cfg(
-            url=f'{_RELEASE}/overlock_{name}_in1k_224_reparam.pth', crop_pct=crop_pct
-        ),
-    }
+    tags = (f'overlock_{name}.in1k', f'overlock_{name}.in1k_reparam')
+    return {tag: _cfg(tag, crop_pct=crop_pct) for tag in tags}
 
 
 default_cfgs = generate_default_cfgs(

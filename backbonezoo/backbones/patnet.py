@@ -450,9 +450,11 @@ def _create_patnet(variant: str, pretrained: bool = False, **kwargs) -> PATNet:
     )
 
 
-def _cfg(**kwargs) -> dict:
+def _cfg(name: str, **kwargs) -> dict:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': '',
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'pool_size': (7, 7),
@@ -462,27 +464,24 @@ def _cfg(**kwargs) -> dict:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'patch_embed.proj',
         'classifier': 'classifier',
-        'license': 'mit',
-        'paper_ids': 'arXiv:2503.03148',
-        'paper_name': 'Partial Convolution Meets Visual Attention',
-        'origin_url': 'https://github.com/haiduo/PartialNet',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
-# No official weights are public (haiduo/PartialNet#3): no URLs; official-layout files load through
+# No official weights are public (haiduo/PartialNet#3): official-layout files load through
 # pretrained_cfg_overlay=dict(file=...).
 default_cfgs = generate_default_cfgs(
     {
-        'patnet_t0.untrained': _cfg(),
-        'patnet_t1.untrained': _cfg(),
-        'patnet_t2.untrained': _cfg(),
-        'patnet_s.untrained': _cfg(),
-        'patnet_m.untrained': _cfg(),
-        'patnet_l.untrained': _cfg(),
-        'patnet_det_s.untrained': _cfg(),
-        'patnet_det_m.untrained': _cfg(),
-        'patnet_det_l.untrained': _cfg(),
+        'patnet_t0.untrained': _cfg('patnet_t0.untrained'),
+        'patnet_t1.untrained': _cfg('patnet_t1.untrained'),
+        'patnet_t2.untrained': _cfg('patnet_t2.untrained'),
+        'patnet_s.untrained': _cfg('patnet_s.untrained'),
+        'patnet_m.untrained': _cfg('patnet_m.untrained'),
+        'patnet_l.untrained': _cfg('patnet_l.untrained'),
+        'patnet_det_s.untrained': _cfg('patnet_det_s.untrained'),
+        'patnet_det_m.untrained': _cfg('patnet_det_m.untrained'),
+        'patnet_det_l.untrained': _cfg('patnet_det_l.untrained'),
     }
 )
 

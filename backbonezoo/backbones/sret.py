@@ -580,9 +580,11 @@ def _create_sret(variant: str, pretrained: bool = False, **kwargs) -> SReT:
     )
 
 
-def _cfg(url: str = '', **kwargs) -> dict:
+def _cfg(name: str, **kwargs) -> dict:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': url,
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'pool_size': (7, 7),
@@ -592,43 +594,34 @@ def _cfg(url: str = '', **kwargs) -> dict:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.conv1',
         'classifier': 'head.fc',
-        'license': 'mit',
-        'paper_ids': 'arXiv:2111.05297',
-        'paper_name': 'Sliced Recursive Transformer',
-        'origin_url': 'https://github.com/szq0214/SReT',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
 
-def _drive(file_id: str) -> str:
-    return f'https://drive.google.com/file/d/{file_id}/view'
-
-
-# Official Google Drive files (last-epoch weights, nested under 'model'); `.in1k_dist` = trained with distillation.
+# Official Google Drive files (a manual download each: see the zoo record); `.in1k_dist` = trained with distillation.
 default_cfgs = generate_default_cfgs(
     {
-        'sret_tiny.in1k': _cfg(url=_drive('1FDTpva6y-I_bKmyVmLFDn_3BlDq3dwni')),
-        'sret_tiny.in1k_dist': _cfg(url=_drive('1xzG4VQyQyxWJfQTcGCE-fuMuK3BwPCjK')),
-        'sret_little_tiny.in1k': _cfg(url=_drive('1uSWvoVLHmOH6rNYiXSxD_rlN5dSBvEm3')),
-        'sret_little_tiny.in1k_dist': _cfg(url=_drive('1l6u0q4kwli5czEyo4TeJANtqsulh-J5G')),
+        'sret_tiny.in1k': _cfg('sret_tiny.in1k'),
+        'sret_tiny.in1k_dist': _cfg('sret_tiny.in1k_dist'),
+        'sret_little_tiny.in1k': _cfg('sret_little_tiny.in1k'),
+        'sret_little_tiny.in1k_dist': _cfg('sret_little_tiny.in1k_dist'),
         # its slicing groups need the token counts of 224-pixel inputs or larger (smaller maps do not split evenly)
-        'sret_little_tiny_g16.in1k': _cfg(
-            url=_drive('1sKW9KJ5PLkDVXcW6m7dp8ieLwyCJNRqV'), min_input_size=(3, 224, 224)
-        ),
-        'sret_small.in1k': _cfg(url=_drive('1y6F_bCgS1sagm7pxjAtuSPUB5HoNb8Ed')),
-        'sret_tiny_noslice.in1k': _cfg(url=_drive('1wHM7NRSkz-WykCSES17xFV56h_m5RMXj')),
-        'sret_tiny_noslice.in1k_dist': _cfg(url=_drive('1P1qK-j1Cac5le8-DNUFBbjmIpRThuiVp')),
-        'sret_little_tiny_noslice.in1k': _cfg(url=_drive('1EXwfiMMa1UVQ_tmY6YQJ-Se0b3bW5NpC')),
-        'sret_little_tiny_noslice.in1k_dist': _cfg(url=_drive('1FDqkfkw5nZEuTcBmiBKg3lvPJOPQWS6i')),
-        'sret_small_noslice.in1k': _cfg(url=_drive('1vlsxJieKhfnw-F6xFiwczvXBuk7ugXxm')),
+        'sret_little_tiny_g16.in1k': _cfg('sret_little_tiny_g16.in1k', min_input_size=(3, 224, 224)),
+        'sret_small.in1k': _cfg('sret_small.in1k'),
+        'sret_tiny_noslice.in1k': _cfg('sret_tiny_noslice.in1k'),
+        'sret_tiny_noslice.in1k_dist': _cfg('sret_tiny_noslice.in1k_dist'),
+        'sret_little_tiny_noslice.in1k': _cfg('sret_little_tiny_noslice.in1k'),
+        'sret_little_tiny_noslice.in1k_dist': _cfg('sret_little_tiny_noslice.in1k_dist'),
+        'sret_small_noslice.in1k': _cfg('sret_small_noslice.in1k'),
         'sret_tiny_noslice_384.in1k_dist': _cfg(
-            url=_drive('11mWAktu6LrNa0Qt61WJGA0eTWoKYD1Be'), input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
+            'sret_tiny_noslice_384.in1k_dist', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
         ),
         'sret_small_noslice_384.in1k_dist': _cfg(
-            url=_drive('1z5whJpXbbtFdjLpS1pCPvKcJhVnYCeo-'), input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
+            'sret_small_noslice_384.in1k_dist', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
         ),
         'sret_small_noslice_512.in1k_dist': _cfg(
-            url=_drive('1AZXIGMiGboI-nkoKuPnHnhDlBwZumuiB'), input_size=(3, 512, 512), pool_size=(16, 16), crop_pct=1.0
+            'sret_small_noslice_512.in1k_dist', input_size=(3, 512, 512), pool_size=(16, 16), crop_pct=1.0
         ),
     }
 )

@@ -613,9 +613,11 @@ def _create_tic(variant: str, pretrained: bool = False, **kwargs: Any) -> TiC:
     )
 
 
-def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
+def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
+    # url / hf_hub_id, license, paper and origin: the zoo record (backbonezoo/zoo), never restated here
+    from backbonezoo.zoo import pretrained_cfg
+
     return {
-        'url': url,
         'num_classes': 1000,
         'input_size': (3, 224, 224),
         'pool_size': (7, 7),
@@ -625,10 +627,7 @@ def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
         'std': IMAGENET_DEFAULT_STD,
         'first_conv': 'stem.conv1',
         'classifier': 'head.fc',
-        'license': 'apache-2.0',
-        'paper_ids': 'arXiv:2310.04134',
-        'paper_name': 'TiC: Exploring Vision Transformer in Convolution',
-        'origin_url': 'https://github.com/StriveZs/MSA-Conv',
+        **pretrained_cfg(name),
         **kwargs,
     }
 
@@ -636,9 +635,9 @@ def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
 # No weights exist (the authors released none and backbonezoo has not trained these configurations).
 default_cfgs = generate_default_cfgs(
     {
-        'tic_tiny': _cfg(),
-        'tic_small': _cfg(),
-        'tic_base': _cfg(),
+        'tic_tiny': _cfg('tic_tiny'),
+        'tic_small': _cfg('tic_small'),
+        'tic_base': _cfg('tic_base'),
     }
 )
 

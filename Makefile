@@ -18,7 +18,7 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -p no:cacheprovider -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n 2 --dist loadgroup -m "not slow" --durations=10 $(PYTEST_ARGS)
 	$(PY) tools/timm_conformance.py $(CONFORMANCE_ARGS)
 	$(PY) tools/model_cards.py --check
 

@@ -201,23 +201,17 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
             're-measured: top-1 in particular is not reproduced here). '
         )
         + 'Measured params: `sum(p.numel())` of '
-        '`timm.create_model(name)`. Measured GMACs: `backbonezoo.flops.count_flops` at the listed input, '
+        '`timm.create_model(name)`. Measured GMACs: `backbonezoo.flops.count_flops` (`torch.utils.flop_counter` with '
+        "the zoo operators' registered formulas) at the listed input, "
         f'convention: {CONVENTION}. In brackets: the deviation from the paper\'s figure. "BN folded" leaves '
         'BatchNorm out, as in a deploy model with BN folded into '
         'the preceding conv (the form most papers count).',
     ]
     uncounted = {n: measurements[n]['uncounted_ops'] for n in names if measurements.get(n, {}).get('uncounted_ops')}
     if uncounted:
-        lines += ['', 'Ops the counter had no handle for (their MACs are missing from the measured GMACs):', '']
+        lines += ['', 'Ops the counter had no formula for (their MACs are missing from the measured GMACs):', '']
         lines += [
             f'- `{n}`: {", ".join(f"`{op}` x{k}" for op, k in sorted(ops.items()))}' for n, ops in uncounted.items()
-        ]
-    dispatched = [n for n in names if measurements.get(n, {}).get('counter') == 'dispatch']
-    if dispatched:
-        lines += [
-            '',
-            f'Counted at the dispatcher (`torch.utils.flop_counter`, same convention) because the model cannot be '
-            f'jit-traced: {", ".join(f"`{n}`" for n in dispatched)}.',
         ]
     variant_notes = [(v.name, v.notes) for v in family.variants if v.notes]
     if variant_notes:

@@ -32,7 +32,7 @@ def regen() -> types.ModuleType:
 
 
 def assert_close_rel(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4, what: str = '') -> None:
-    """Relative error ||a - e||_max / ||e||_max <= rtol (FAMILY_DONE's parity criterion)."""
+    """Relative error ||a - e||_max / ||e||_max <= rtol (the project's parity criterion)."""
     assert actual.shape == expected.shape, f'{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}'
     err = (actual.double() - expected.double()).abs().max().item()
     scale = expected.double().abs().max().item() or 1.0

@@ -1,0 +1,132 @@
+"""backbonezoo.deploy: the folded / reparameterised inference form computes what the eval model computes."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from helpers import assert_close_rel, load_parity
+
+import backbonezoo
+from backbonezoo.deploy import DeployMismatchError, deploy, fold_batchnorms
+from backbonezoo.zoo import families, get_family
+
+SMALLEST = {name: family.variants[0].name for name, family in families().items()}
+
+# BatchNorms deploy leaves in place, and why: each is not adjacent to a conv / linear layer it could fold into.
+KEPT = {
+    'biformer': ('norm',),  # before global pooling: folding it into the head would change forward_features
+    'halonet': ('post_attn',),  # after the attention output (no layer in between)
+    'litv2': ('downsample.norm',),  # after the deformable token merging
+    'patnet': ('spatial_mixing.norm',),  # around the attention branch of the partial mixer
+}
+
+
+def perturb_batchnorms(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so a wrong fold shows in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=generator))
+                module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+                if module.affine:
+                    module.weight.copy_(1 + 0.1 * torch.randn(module.weight.shape, generator=generator))
+                    module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
+    return model
+
+
+def seeded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # SReT draws its token permutations at inference
+        return model(x)
+
+
+@pytest.mark.parametrize('family', sorted(SMALLEST))
+def test_deploy_equals_eval_model_and_folds_every_adjacent_batchnorm(family):
+    name = SMALLEST[family]
+    # float64: folding is exact algebra, so anything above rounding is a wrong rule (random deep nets amplify
+    # float32 rounding beyond 1e-4; the fp32 tolerance is checked on the authors' weights below)
+    model = perturb_batchnorms(timm.create_model(name)).eval().double()
+    reports = []
+    deployed = deploy(model, report=reports.append, rtol=1e-9)
+    report = reports[0]
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()), 'the input was modified'
+    for leftover in report.remaining_batchnorms:
+        assert leftover.endswith(KEPT.get(family, ())), f'{name}: {leftover} was not folded'
+    total = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert len(report.folded) == total - len(report.remaining_batchnorms)
+    info = get_family(family)
+    height, width = info.variants[0].input_hw
+    sizes = [(height, width)]
+    if not info.fixed_size:
+        sizes.append((height + info.size_divisor, width))  # a second, non-square size
+    for size in sizes:
+        x = torch.randn(2, model.pretrained_cfg['input_size'][0], *size, dtype=torch.float64)
+        assert_close_rel(seeded(deployed, x), seeded(model, x), rtol=1e-9, what=f'{name} at {size}')
+
+
+def _fixture_model(family: str):
+    """The parity fixture's tiny configuration with the authors' weights, and the fixture."""
+    tests = importlib.import_module(f'test_{family}')
+    fixture = load_parity(family)
+    if family == 'biformer':
+        return tests.load_fixture_model(fixture, {'kwargs_override': {}}), fixture
+    model = {
+        'efficientvit': lambda: tests.fixture_model(fixture),
+        'shvit': lambda: tests.fixture_model(fixture),
+        'halonet': lambda: tests.fixture_model(fixture),
+        'patnet': lambda: tests.fixture_model(fixture['kwargs']),
+        'overlock': lambda: tests.build_tiny(fixture),
+    }[family]().eval()
+    convert = importlib.import_module(get_family(family).module).checkpoint_filter_fn
+    model.load_state_dict(convert(dict(fixture['state_dict']), model), strict=True)
+    return model, fixture
+
+
+@pytest.mark.parametrize('family', ['biformer', 'efficientvit', 'halonet', 'overlock', 'patnet', 'shvit'])
+def test_deploy_reproduces_the_official_logits(family):
+    model, fixture = _fixture_model(family)
+    deployed = deploy(model, example_input=fixture['input'])
+    assert_close_rel(seeded(deployed, fixture['input']), fixture['logits'], rtol=1e-4, what=f'{family} deployed')
+
+
+class _ConvReluNorm(nn.Module):
+    """bn(relu(conv(x))): the BatchNorm is NOT adjacent to the conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.bn(torch.relu(self.conv(x)))
+
+
+def test_folding_is_idempotent_and_a_wrong_rule_is_caught(monkeypatch):
+    model = perturb_batchnorms(timm.create_model('patnet_t0')).eval()
+    assert fold_batchnorms(deploy(model)).folded == []  # nothing left to fold the second time
+    from backbonezoo import deploy as deploy_module
+
+    fold_batchnorms(nn.Identity())  # fills FOLDS
+    monkeypatch.setitem(deploy_module.FOLDS, _ConvReluNorm, (('conv', 'bn'),))  # a rule that does not hold
+    block = perturb_batchnorms(_ConvReluNorm()).eval()
+    with pytest.raises(DeployMismatchError, match='relative error'):
+        deploy(block, example_input=torch.randn(2, 3, 8, 8))
+
+
+def test_deploy_options_and_errors():
+    model = perturb_batchnorms(timm.create_model('overlock_xt')).eval()
+    x = torch.randn(1, 3, 96, 128)
+    deployed = deploy(model, channels_last=True, example_input=x)
+    assert deployed.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert_close_rel(deployed(x.contiguous(memory_format=torch.channels_last)), seeded(model, x), rtol=1e-4)
+    reparam_blocks = [m for m in deployed.modules() if type(m).__name__ == 'DilatedReparamBlock']
+    assert reparam_blocks and all(m.bn is None for m in reparam_blocks)
+    same = deploy(model, inplace=True, check=False)
+    assert same is model
+    with pytest.raises(TypeError, match='nn.Module'):
+        deploy('overlock_xt')
+    assert backbonezoo.deploy is not None

@@ -273,7 +273,7 @@ def test_bad_inputs_raise_named_errors():
     model = small_model()
     with pytest.raises(ValueError, match='4-D input'):
         model(torch.randn(3, 96, 96))
-    with pytest.raises(TypeError, match='floating point'):
+    with pytest.raises(TypeError, match='floating.point'):
         model(torch.zeros(1, 3, 96, 96, dtype=torch.uint8))
     with pytest.raises(ValueError, match='expected 3 input channels, got 1'):
         model(torch.randn(1, 1, 96, 96))

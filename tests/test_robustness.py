@@ -39,17 +39,7 @@ SHAPE_BUG = re.compile(r'reshape|view size|unspecified dimension|is invalid for 
 
 # (family, case) -> reason: gaps in files this sweep's author does not own, left for their owners. A listed case must
 # still fail (strict), so a fix shows up as a test failure asking to shorten this table.
-_DTYPE_GAP = "raises torch's RuntimeError from the first conv: check_input should raise TypeError on a dtype mismatch"
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ('a2mamba', 'float16 input, float32 model'): _DTYPE_GAP,
-    ('patnet', 'uint8 input'): _DTYPE_GAP,
-    ('patnet', 'int64 input'): _DTYPE_GAP,
-    ('patnet', 'float16 input, float32 model'): _DTYPE_GAP,
-    ('sret', 'uint8 input'): _DTYPE_GAP,
-    ('sret', 'int64 input'): _DTYPE_GAP,
-    ('sret', 'float16 input, float32 model'): _DTYPE_GAP,
-    ('tic', 'float16 input, float32 model'): _DTYPE_GAP,
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 
 
 def build(name: str, monkeypatch, **kwargs) -> torch.nn.Module:

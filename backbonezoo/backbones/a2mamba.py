@@ -50,7 +50,7 @@ from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from backbonezoo.kernels import local_aggregate, local_aggregate_probs, local_probs, local_scores, selective_scan
-from backbonezoo.layers import ChannelAffine, opaque_to_tracing, size_oblivious
+from backbonezoo.layers import ChannelAffine, check_input_dtype, opaque_to_tracing, size_oblivious
 
 __all__ = ['A2Mamba', 'checkpoint_filter_fn']
 
@@ -514,10 +514,12 @@ def _min_input_size(window_sizes: tuple[int, ...]) -> int:
 
 
 @opaque_to_tracing  # inspects sizes and dtype, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, window_size: list[int]) -> None:
-    """Raise a named error unless ``x`` is a floating point (B, in_chans, H, W) batch with H, W >= ``min_size``."""
-    if not x.is_floating_point():
-        raise TypeError(f'A2Mamba: expected a floating point image tensor, got dtype {x.dtype}')
+def check_input(
+    x: torch.Tensor, in_chans: int, min_size: int, window_size: list[int], stem_weight: torch.Tensor
+) -> None:
+    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's floating-point dtype with
+    H, W >= ``min_size``."""
+    check_input_dtype(x, stem_weight, 'A2Mamba')
     if x.dim() != 4:
         raise ValueError(f'A2Mamba: expected a 4-D input (B, {in_chans}, H, W), got shape {tuple(x.shape)}')
     if x.shape[1] != in_chans:
@@ -664,7 +666,7 @@ class A2Mamba(nn.Module):
         self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size, list(self.window_size))
+        check_input(x, self.in_chans, self.min_input_size, list(self.window_size), self.stem[0].weight)
 
     def forward_intermediates(
         self,

@@ -34,7 +34,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import routing_attention
-from backbonezoo.layers import opaque_to_tracing
+from backbonezoo.layers import check_input_dtype, opaque_to_tracing
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
 
@@ -285,12 +285,7 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int, n_win: int, stem_
             f'BiFormer with n_win={n_win} needs inputs of at least {min_size}x{min_size}, '
             f'got {x.shape[-2]}x{x.shape[-1]}'
         )
-    if (
-        x.dtype != stem_weight.dtype
-        and stem_weight.device.type != 'meta'
-        and not torch.is_autocast_enabled(x.device.type)
-    ):
-        raise TypeError(f'BiFormer: input dtype {x.dtype} differs from the model dtype {stem_weight.dtype}; cast one')
+    check_input_dtype(x, stem_weight, 'BiFormer')
 
 
 class BiFormer(nn.Module):

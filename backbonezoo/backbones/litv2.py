@@ -43,7 +43,7 @@ from timm.models._features import feature_take_indices
 from torchvision.ops import DeformConv2d
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import DEFORM_BACKENDS, deform_conv2d, opaque_to_tracing
+from backbonezoo.layers import DEFORM_BACKENDS, check_input_dtype, deform_conv2d, opaque_to_tracing
 
 __all__ = ['LITv2', 'HiLoAttention', 'DeformableTokenMerging', 'checkpoint_filter_fn']
 
@@ -358,14 +358,7 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torc
         raise ValueError(f'LITv2: expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
     if x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(f'LITv2: input {x.shape[2]}x{x.shape[3]} is too small; height and width must be >= {min_size}')
-    if not x.is_floating_point():
-        raise TypeError(f'LITv2: expected a floating-point image tensor, got dtype {x.dtype}')
-    if (
-        x.dtype != stem_weight.dtype
-        and stem_weight.device.type != 'meta'
-        and not torch.is_autocast_enabled(x.device.type)
-    ):
-        raise TypeError(f'LITv2: input dtype {x.dtype} differs from the model dtype {stem_weight.dtype}; cast one')
+    check_input_dtype(x, stem_weight, 'LITv2')
 
 
 class LITv2(nn.Module):

@@ -38,6 +38,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
+from backbonezoo.layers import check_input_dtype
 from backbonezoo.layers.attention import dense_attention
 
 __all__ = ['PATNet', 'checkpoint_filter_fn']
@@ -223,13 +224,14 @@ class PATStage(nn.Module):
 
 
 @register_notrace_function
-def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
     if x.dim() != 4:
         raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) input, got shape {list(x.shape)}')
     if x.shape[1] != in_chans:
         raise ValueError(f'expected {in_chans} input channels, got {x.shape[1]} (shape {list(x.shape)})')
     if min(x.shape[-2], x.shape[-1]) < min_size:
         raise ValueError(f'input size {list(x.shape[-2:])} is too small: PATNet needs at least {min_size}x{min_size}')
+    check_input_dtype(x, stem_weight, 'PATNet')
 
 
 class PATNet(nn.Module):
@@ -362,7 +364,7 @@ class PATNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt={output_fmt!r}: only 'NCHW' is supported")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        check_input(x, self.in_chans, self.min_input_size)
+        check_input(x, self.in_chans, self.min_input_size, self.patch_embed.proj.weight)
         x = self.patch_embed(x)
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
         intermediates = []
@@ -391,7 +393,7 @@ class PATNet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
+        check_input(x, self.in_chans, self.min_input_size, self.patch_embed.proj.weight)
         return self.stages(self.patch_embed(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

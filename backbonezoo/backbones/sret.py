@@ -36,6 +36,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
+from backbonezoo.layers import check_input_dtype
 from backbonezoo.layers.attention import dense_attention
 
 __all__ = ['SReT', 'checkpoint_filter_fn']
@@ -292,7 +293,7 @@ class SReTStage(nn.Module):
 
 
 @register_notrace_function
-def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
     if x.dim() != 4:
         raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) input, got shape {list(x.shape)}')
     if x.shape[1] != in_chans:
@@ -302,6 +303,7 @@ def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
             f'input size {list(x.shape[-2:])} is too small: SReT needs at least {min_size}x{min_size} '
             '(sides that are multiples of 32)'
         )
+    check_input_dtype(x, stem_weight, 'SReT')
 
 
 @register_notrace_function
@@ -445,7 +447,7 @@ class SReT(nn.Module):
         self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, self.min_input_size)
+        check_input(x, self.in_chans, self.min_input_size, self.stem.conv1.weight)
         x = self.stem(x)
         return self.pos_drop(x + resize_pos_embed(self.pos_embed, x.shape[-2:]))
 

@@ -58,7 +58,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import opaque_to_tracing
+from backbonezoo.layers import check_input_dtype, opaque_to_tracing
 
 __all__ = ['TiC', 'MSAConv', 'msa_conv', 'checkpoint_filter_fn']
 
@@ -370,16 +370,16 @@ class TiCStage(nn.Module):
 
 
 @opaque_to_tracing  # inspects sizes and dtype, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
-    """Raise a named error unless ``x`` is a floating-point (B, in_chans, H, W) batch with H, W >= ``min_size``."""
+def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
+    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's floating-point dtype with
+    H, W >= ``min_size``."""
     if x.ndim != 4:
         raise ValueError(f'TiC: expected an NCHW image batch (4-D), got a {x.ndim}-D tensor {tuple(x.shape)}')
     if x.shape[1] != in_chans:
         raise ValueError(f'TiC: expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
     if x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(f'TiC: input {x.shape[2]}x{x.shape[3]} is too small; height and width must be >= {min_size}')
-    if not x.is_floating_point():
-        raise TypeError(f'TiC: expected a floating-point image tensor, got dtype {x.dtype}')
+    check_input_dtype(x, stem_weight, 'TiC')
 
 
 class TiC(nn.Module):
@@ -523,7 +523,7 @@ class TiC(nn.Module):
         self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size)
+        check_input(x, self.in_chans, self.min_input_size, self.stem.conv1.weight)
 
     def forward_intermediates(
         self,

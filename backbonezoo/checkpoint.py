@@ -348,3 +348,19 @@ def ensure_pretrained_available(variant: str, pretrained_cfg=None, pretrained_cf
         raise PretrainedUnavailableError(
             f'{variant}: pretrained weights need a download from {host}, which cannot be reached; {hint}'
         )
+
+
+def guard_pretrained(module, create_fn: str) -> None:
+    """Make ``module.<create_fn>(variant, pretrained=False, **kwargs)`` (a timm family's model builder) call
+    :func:`ensure_pretrained_available` first when ``pretrained=True``, so timm's own hub-hosted models fail at once
+    instead of waiting on the hub client's retries. Idempotent; the original stays reachable as ``__wrapped__``."""
+    create = getattr(module, create_fn)
+    create = getattr(create, '__wrapped__', create)
+
+    def guarded(variant, pretrained=False, **kwargs):
+        if pretrained:
+            ensure_pretrained_available(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        return create(variant, pretrained=pretrained, **kwargs)
+
+    guarded.__wrapped__ = create
+    setattr(module, create_fn, guarded)

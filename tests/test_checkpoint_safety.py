@@ -436,7 +436,8 @@ def test_resume_of_weights_only_file_is_a_named_error(cls_config, tmp_path, m0_s
         _train(cls_config, tmp_path / 'work', '--resume', str(weights))
 
 
-def test_pretrained_without_reachable_weights_fails_at_once(monkeypatch, tmp_path):
+@pytest.mark.parametrize('model_name', [MODEL, 'shvit_s1', 'halonet26t'])  # every timm-owned family with weights
+def test_pretrained_without_reachable_weights_fails_at_once(model_name, monkeypatch, tmp_path):
     """No real network: HF_HUB_OFFLINE with an empty cache, then a machine whose connections all fail."""
     import socket
 
@@ -450,7 +451,7 @@ def test_pretrained_without_reachable_weights_fails_at_once(monkeypatch, tmp_pat
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     with pytest.raises(ckpt.PretrainedUnavailableError, match='HF_HUB_OFFLINE') as info:
-        timm.create_model(MODEL, pretrained=True)
+        timm.create_model(model_name, pretrained=True)
     assert 'pretrained_cfg_overlay' in str(info.value)
 
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
@@ -458,4 +459,4 @@ def test_pretrained_without_reachable_weights_fails_at_once(monkeypatch, tmp_pat
     for proxy in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY'):
         monkeypatch.delenv(proxy, raising=False)
     with pytest.raises(ckpt.PretrainedUnavailableError, match='cannot be reached'):
-        timm.create_model(MODEL, pretrained=True)
+        timm.create_model(model_name, pretrained=True)

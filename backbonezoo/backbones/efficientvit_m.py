@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.efficientvit_msra import CascadedGroupAttention, ConvNorm, LocalWindowAttention, NormLinear
 
+from backbonezoo.checkpoint import guard_pretrained
 from backbonezoo.kernels import local_attention
 from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
 from backbonezoo.layers.tracing import block_counts, crop, is_tracing
@@ -285,24 +286,9 @@ def _install_timm_filter() -> None:
 _install_timm_filter()
 
 
-def _install_pretrained_check() -> None:
-    """``pretrained=True`` without weights fails at once with a message (``HF_HUB_OFFLINE`` and nothing cached, or
-    no network) instead of waiting on the hub client's retries (idempotent)."""
-    create = getattr(_timm_efficientvit._create_efficientvit_msra, '__wrapped__', None)
-    create = create or _timm_efficientvit._create_efficientvit_msra
-
-    def _create_efficientvit_msra(variant, pretrained=False, **kwargs):
-        if pretrained:
-            from backbonezoo.checkpoint import ensure_pretrained_available
-
-            ensure_pretrained_available(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-        return create(variant, pretrained=pretrained, **kwargs)
-
-    _create_efficientvit_msra.__wrapped__ = create
-    _timm_efficientvit._create_efficientvit_msra = _create_efficientvit_msra
-
-
-_install_pretrained_check()
+# pretrained=True without reachable weights fails at once with a message (HF_HUB_OFFLINE and nothing cached, or no
+# network) instead of waiting on the hub client's retries
+guard_pretrained(_timm_efficientvit, '_create_efficientvit_msra')
 
 
 def _install_empty_batch_guard() -> None:

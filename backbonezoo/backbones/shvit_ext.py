@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.shvit import SHSA, Conv2dNorm, NormLinear
 
+from backbonezoo.checkpoint import guard_pretrained
 from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
 
 __all__ = [
@@ -178,3 +179,7 @@ def _install_timm_filter() -> None:
 
 
 _install_timm_filter()
+
+
+# timm's SHViT weights are on the hub: pretrained=True without them fails at once (see efficientvit_m.py)
+guard_pretrained(_timm_shvit, '_create_shvit')

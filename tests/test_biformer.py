@@ -451,6 +451,8 @@ def test_classification_configs_follow_the_official_recipe():
     for path in sorted((CONFIGS / 'classification' / 'biformer').glob('*.py')):
         cfg = Config.fromfile(str(path))
         assert cfg.model.model_name == path.stem.removesuffix('_in1k')
-        assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.optim_wrapper.optimizer.weight_decay == 0.05
+        # DeiT's rule (main.py): lr = 5e-4 x total batch / 512 (total batch 1024, or 2048 for BiFormer-S)
+        lr, batch = cfg.optim_wrapper.optimizer.lr, cfg.auto_scale_lr.base_batch_size
+        assert lr == pytest.approx(5e-4 * batch / 512) and cfg.optim_wrapper.optimizer.weight_decay == 0.05
         assert cfg.train_cfg.max_epochs == 300 and cfg.custom_hooks[0].type == 'EMAHook'
-        assert cfg.model.data_preprocessor.mixup.mixup_alpha == 0.8
+        assert cfg.model.mixup.mixup_alpha == 0.8 and cfg.model.mixup.cutmix_alpha == 1.0

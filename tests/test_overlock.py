@@ -642,9 +642,8 @@ def test_mm_detection_config_builds_and_runs(registries):
 
 
 @pytest.mark.mm
-@pytest.mark.parametrize('arch, drop_path, top1', [('xt', 0.1, 82.7), ('t', 0.15, 84.2), ('s', 0.4, 84.8),
-                                                   ('b', 0.5, 85.1)])  # fmt: skip
-def test_classification_configs_follow_the_official_recipe(arch, drop_path, top1):
+@pytest.mark.parametrize('arch, drop_path', [('xt', 0.1), ('t', 0.15), ('s', 0.4), ('b', 0.5)])
+def test_classification_configs_follow_the_official_recipe(arch, drop_path):
     pytest.importorskip('mmengine')
     from mmengine.config import Config
 
@@ -653,7 +652,7 @@ def test_classification_configs_follow_the_official_recipe(arch, drop_path, top1
     assert cfg.model.model_kwargs == dict(drop_path_rate=drop_path, deploy=False, use_ds=True)
     assert cfg.model.aux_loss_ratio == 0.4 and cfg.optim_wrapper.optimizer.lr == 2e-3
     assert cfg.optim_wrapper.clip_grad.max_norm == 5.0 and cfg.auto_scale_lr.base_batch_size == 2048
-    assert cfg.param_scheduler[-1].end == 300 and str(top1) in open(cfg.filename).read()
+    assert cfg.param_scheduler[-1].end == 300  # the full recipe, value by value: tests/test_recipes.py
 
 
 @pytest.mark.mm

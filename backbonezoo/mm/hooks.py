@@ -35,10 +35,29 @@ class RNGStateHook(Hook):
     def __init__(self) -> None:
         self._before_val = None
         self._loaded = None
+        self._gathered = None  # every rank's state at the last point a checkpoint may be saved (distributed runs)
+
+    @staticmethod
+    def _all_ranks(state) -> list | None:
+        """Every rank's ``state``, gathered on every rank; None in a single process.
+
+        ``Runner.save_checkpoint`` runs on rank 0 only, so the collective cannot happen there: it runs here, in hooks
+        every rank calls right before the CheckpointHook (this hook's priority is higher) may save.
+        """
+        from mmengine.dist import all_gather_object, get_world_size
+
+        return all_gather_object(state) if get_world_size() > 1 else None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._gathered = self._all_ranks(get_rng_state())
+
+    def after_train_epoch(self, runner) -> None:
+        self._gathered = self._all_ranks(get_rng_state())
 
     # validation leaves the training stream untouched
     def before_val(self, runner) -> None:
         self._before_val = get_rng_state()
+        self._gathered = self._all_ranks(self._before_val)  # a best checkpoint saved during validation
 
     def after_val(self, runner) -> None:
         if self._before_val is not None:
@@ -47,10 +66,8 @@ class RNGStateHook(Hook):
 
     # checkpoints carry every rank's state
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        from mmengine.dist import all_gather_object, get_world_size
-
         state = self._before_val or get_rng_state()  # a best checkpoint saved during validation: the state before it
-        states = all_gather_object(state) if get_world_size() > 1 else [state]
+        states = self._gathered if self._gathered is not None else [state]
         checkpoint['rng_state'] = dict(world_size=len(states), states=states)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

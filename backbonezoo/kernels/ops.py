@@ -301,15 +301,17 @@ def _local_scores_backward(ctx, grad):
 local_scores.register_autograd(_local_scores_backward, setup_context=_local_scores_setup)
 
 
-@register_flop_formula(torch.ops.backbonezoo.local_scores)
-def _(q, k, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
-    """One d_qk dot product per (query, window slot)."""
+def _scores_flops(q, k, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
+    """One d_qk dot product per (query, window slot), whatever the layout of the maps (scores and probs)."""
     return 2 * math.prod(q[:-1]) * math.prod(kernel_size) * q[-1]
 
 
-@register_flop_formula(torch.ops.backbonezoo.local_scores_backward)
-def _(grad, q, k, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
+def _scores_backward_flops(grad, q, k, bias, kernel_size, stride, dilation, border, scale, *args, **kwargs):
     return 4 * math.prod(q[:-1]) * math.prod(kernel_size) * q[-1]
+
+
+register_flop_formula(torch.ops.backbonezoo.local_scores)(_scores_flops)
+register_flop_formula(torch.ops.backbonezoo.local_scores_backward)(_scores_backward_flops)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -433,15 +435,8 @@ def _local_probs_backward(ctx, grad):
 local_probs.register_autograd(_local_probs_backward, setup_context=_local_scores_setup)
 
 
-@register_flop_formula(torch.ops.backbonezoo.local_probs)
-def _(q, k, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
-    """One d_qk dot product per (query, window slot), whatever the layout of the maps."""
-    return 2 * math.prod(q[:-1]) * math.prod(kernel_size) * q[-1]
-
-
-@register_flop_formula(torch.ops.backbonezoo.local_probs_backward)
-def _(grad, q, k, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
-    return 4 * math.prod(q[:-1]) * math.prod(kernel_size) * q[-1]
+register_flop_formula(torch.ops.backbonezoo.local_probs)(_scores_flops)
+register_flop_formula(torch.ops.backbonezoo.local_probs_backward)(_scores_backward_flops)
 
 
 @custom_op(f'{_NS}::local_aggregate_probs', mutates_args=(), device_types='cpu')

@@ -1,12 +1,16 @@
-"""The kernels as registered operators (backbonezoo/kernels/ops.py): torch.library.opcheck for every operator and
-argument form, the public functions calling them, the 'flex' backend's errors, debug logging."""
+"""The kernels as registered operators: torch.library.opcheck for every CPU operator (backbonezoo/kernels/ops.py) and
+argument form, the public functions calling them, the 'flex' backend's errors, debug logging; the CUDA operators
+(kernels/triton_ops.py, torch.library.triton_op) without a GPU: registered with their kernels, fake CUDA tensors
+(shapes, FLOPs), traces down to the Triton kernels (which write only what they allocate), export as one node."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from backbonezoo import kernels
 from backbonezoo.kernels._geometry import Geometry
@@ -152,3 +156,190 @@ def test_chosen_path_is_logged_at_debug_level(caplog):
     assert any("local_attention: backend 'torch'" in m for m in messages), messages
     assert any('local_shifted path' in m for m in messages), messages
     assert any('local_tiled path' in m for m in messages), messages
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The CUDA operators (kernels/triton_ops.py: torch.library.triton_op) without a GPU: registration, fake CUDA tensors,
+# traces down to the Triton kernels. Their numerics run under the interpreter (tests/test_kernels_triton.py).
+
+_TRITON_OPS = {
+    'local_attention_triton': 'local_attention_triton_backward',
+    'local_scores_triton': 'local_scores_triton_backward',
+    'local_aggregate_triton': 'local_aggregate_triton_backward',
+    'routing_attention_triton': 'routing_attention_triton_backward',
+    'selective_scan_triton': 'selective_scan_triton_backward',
+    'selective_scan_states_triton': 'selective_scan_states_triton_backward',
+}
+
+
+def _triton_or_skip():
+    pytest.importorskip('triton')
+    if os.environ.get('TRITON_INTERPRET', '0') == '1':
+        pytest.skip('traces of Triton launches need the compiler, not the interpreter')
+
+
+def test_triton_ops_name_their_kernels():
+    """Every kernel has a CUDA forward and backward triton_op, and torch finds the Triton kernels each one launches
+    (AOTAutograd's cache key hashes their source: a kernel edit must invalidate compiled graphs)."""
+    _triton_or_skip()
+    from torch._library.triton import get_triton_kernels_for_op
+
+    for forward, backward in _TRITON_OPS.items():
+        for name in (forward, backward):
+            assert hasattr(_BNS, name), f'torch.ops.backbonezoo.{name} is not registered'
+            assert get_triton_kernels_for_op(f'backbonezoo::{name}'), f'{name}: torch finds no Triton kernel in it'
+
+
+def _calls(device: str) -> dict:
+    """Public calls on zero tensors of ``device``: every CUDA operator's forward, a few geometries."""
+    x = torch.zeros(2, 2, 9, 10, 16, device=device)
+    table = torch.zeros(2, 9, 9, device=device)
+    u = torch.zeros(2, 4, 11, device=device)
+    A, B = torch.zeros(4, 3, device=device), torch.zeros(2, 2, 3, 11, device=device)
+    return {
+        'local_attention': lambda: kernels.local_attention(x, x, x[..., :8], 5, bias=table),
+        'local_attention/halo': lambda: kernels.local_attention(x, x, x, 6, stride=4, border='zero'),
+        'local_scores': lambda: kernels.local_scores(x, x, 3, dilation=2),
+        'local_aggregate': lambda: kernels.local_aggregate(x[..., :9], x, 3),
+        'routing_attention': lambda: kernels.routing_attention(x, x, x, None, 2, region_size=3),
+        'selective_scan': lambda: kernels.selective_scan(u, u, A, B, B, u[0, :, 0], delta_softplus=True),
+        'selective_scan_states': lambda: kernels.selective_scan(u, u, A, B),
+    }
+
+
+def test_public_functions_on_fake_cuda_tensors_call_the_triton_ops():
+    """CUDA tensors (fake: no GPU needed) reach the triton_ops and never the CPU operators; their fake
+    implementations give the CPU operators' output shapes and dtypes, on the tensors' device."""
+    _triton_or_skip()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    expected = {}
+    for name, call in _calls('cpu').items():
+        with FlopCounterMode(display=False) as counter:
+            expected[name] = call(), counter.get_total_flops()
+    with FakeTensorMode():
+        for name, call in _calls('cuda').items():
+            with _Recorder() as recorder, FlopCounterMode(display=False) as counter:
+                out = call()
+            op = name.split('/')[0]
+            assert f'backbonezoo.{op}_triton' in recorder.ops, (name, recorder.ops)
+            assert f'backbonezoo.{op}' not in recorder.ops, (name, recorder.ops)
+            assert out.device.type == 'cuda', name
+            cpu_out, cpu_flops = expected[name]
+            assert (out.shape, out.dtype) == (cpu_out.shape, cpu_out.dtype), name
+            # the same FLOP count as the CPU operator (flop formulas registered for the CUDA operators too)
+            assert counter.get_total_flops() == cpu_flops > 0, (name, counter.get_total_flops(), cpu_flops)
+
+
+def _trace_cases(device: str) -> dict:
+    """``name: (fn, args)`` for every CUDA operator, forward and backward, on zero tensors of ``device``."""
+    half = dict(device=device, dtype=torch.float16)
+    q = torch.zeros(1, 2, 9, 10, 16, **half)
+    table, attn, lse = torch.zeros(2, 5, 5, **half), torch.zeros(1, 2, 9, 10, 9, **half), torch.zeros(1, 2, 9, 10)
+    lse = lse.to(device)
+    geo = ([3, 3], [1, 1], [1, 1], 'shift')
+    index = torch.zeros(1, 16, 2, dtype=torch.int64, device=device)
+    routing = ([4, 4], [3, 3])
+    u = torch.zeros(2, 4, 11, device=device)
+    A, B, states = (
+        torch.zeros(4, 3, device=device),
+        torch.zeros(2, 2, 3, 11, device=device),
+        u[..., None, :].repeat(1, 1, 3, 1),
+    )
+    ops = _BNS
+    return {
+        'local_attention_triton': (lambda q, b: ops.local_attention_triton(q, q, q, b, *geo, 0.25), (q, table)),
+        'local_attention_triton_backward': (
+            lambda g, q, lse, b: ops.local_attention_triton_backward(g, q, q, q, q, lse, b, *geo, 0.25, True),
+            (q, q, lse, table),
+        ),
+        'local_scores_triton': (lambda q, b: ops.local_scores_triton(q, q, b, *geo, 0.25), (q, table)),
+        'local_scores_triton_backward': (
+            lambda g, q, b: ops.local_scores_triton_backward(g, q, q, b, *geo, 0.25, True),
+            (attn, q, table),
+        ),
+        'local_aggregate_triton': (lambda a, v: ops.local_aggregate_triton(a, v, *geo), (attn, q)),
+        'local_aggregate_triton_backward': (
+            lambda g, a, v: ops.local_aggregate_triton_backward(g, a, v, *geo),
+            (q, attn, q),
+        ),
+        'routing_attention_triton': (lambda q, i: ops.routing_attention_triton(q, q, q, i, *routing, 0.25), (q, index)),
+        'routing_attention_triton_backward': (
+            lambda g, q, lse, i: ops.routing_attention_triton_backward(g, q, q, q, q, lse, i, *routing, 0.25),
+            (q, q, lse, index),
+        ),
+        'selective_scan_triton': (
+            lambda u, A, B: ops.selective_scan_triton(u, u, A, B, B, None, None, True),
+            (u, A, B),
+        ),
+        'selective_scan_triton_backward': (
+            lambda u, A, B, s: ops.selective_scan_triton_backward(u, s, u, u, A, B, B, u[0, :, 0], None, True, s),
+            (u, A, B, states),
+        ),
+        'selective_scan_states_triton': (
+            lambda u, A, B: ops.selective_scan_states_triton(u, u, A, B, None, False),
+            (u, A, B),
+        ),  # fmt: skip
+        'selective_scan_states_triton_backward': (
+            lambda u, A, B, s: ops.selective_scan_states_triton_backward(s, u, u, A, B, u[0, :, 0], True, s),
+            (u, A, B, states),
+        ),
+    }
+
+
+@pytest.fixture
+def compile_target(monkeypatch):
+    """A GPU target for Triton's front end where the machine has no GPU driver: torch reads it to analyse which
+    tensors a traced kernel writes (sm_90, as tools/gpu_readiness.py compiles for)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    try:
+        triton.runtime.driver.active.get_current_target()
+    except RuntimeError:
+        stub = type('TargetOnly', (), {'get_current_target': lambda self: GPUTarget('cuda', 90, 32)})()
+        monkeypatch.setattr(triton.runtime.driver, '_active', stub)
+
+
+def test_triton_ops_trace_down_to_their_kernels(compile_target):
+    """What torch.compile's AOTAutograd sees of every CUDA operator (make_fx under functionalization, fake CUDA
+    tensors, no GPU): the operator is decomposed into ``triton_kernel_wrapper_functional`` nodes (the Triton kernels
+    Inductor schedules), and no kernel writes a tensor it did not allocate (nothing cloned from the inputs)."""
+    _triton_or_skip()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.functional_tensor import dispatch_functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    wrapper = torch.ops.higher_order.triton_kernel_wrapper_functional
+    with FakeTensorMode():
+        cases = _trace_cases('cuda')
+        assert set(cases) == set(_TRITON_OPS) | set(_TRITON_OPS.values())
+        for name, (fn, args) in cases.items():
+            graph = make_fx(dispatch_functionalize(fn))(*args).graph
+            inputs = {node for node in graph.nodes if node.op == 'placeholder'}
+            launches = [node for node in graph.nodes if node.target is wrapper]
+            assert launches, f'{name}: no Triton kernel in the trace: {[str(n.target) for n in graph.nodes]}'
+            assert not any('backbonezoo' in str(node.target) for node in graph.nodes), f'{name}: not decomposed'
+            for node in launches:
+                written = [node.kwargs['kwargs'][arg] for arg in node.kwargs['tensors_to_clone']]
+                assert not inputs.intersection(written), f'{name}: a kernel writes an input ({written})'
+
+
+def test_triton_ops_export_as_one_node():
+    """torch.export keeps a CUDA operator as one node (not its kernels: exported programs stay backend-neutral),
+    traced on fake CUDA tensors without a GPU."""
+    _triton_or_skip()
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    class Block(torch.nn.Module):
+        def forward(self, q, table):
+            return kernels.local_attention(q, q, q, 3, bias=table) + 1
+
+    with FakeTensorMode():
+        q, table = torch.zeros(1, 2, 9, 10, 16, device='cuda'), torch.zeros(2, 5, 5, device='cuda')
+        try:
+            program = torch.export.export(Block(), (q, table))
+        except Exception as error:  # noqa: BLE001 - torch versions differ in what export does with fake inputs
+            pytest.skip(f'torch.export cannot trace fake CUDA inputs here: {type(error).__name__}: {error}')
+    targets = [str(node.target) for node in program.graph.nodes if node.op == 'call_function']
+    assert 'backbonezoo.local_attention_triton.default' in targets, targets

@@ -109,7 +109,7 @@ def check_case(name: str, dtype: torch.dtype) -> str:
 def check_launchers() -> str:
     """The plain launchers: lse is the log-sum-exp of the reference logits, the backward equals autograd's, and
     repeated backwards are bitwise equal (no atomics: deterministic)."""
-    from backbonezoo.kernels import local_scores, triton_local
+    from backbonezoo.kernels import local_scores, ops, triton_local
     from backbonezoo.kernels.local import _geometry
 
     tensors, geometry = _inputs('nbhd-k7-dil2-query', torch.float32)
@@ -125,9 +125,11 @@ def check_launchers() -> str:
     first = triton_local.attention_bwd(grad, q, k, v, out, lse, geo, bias, 'query', scale)
     second = triton_local.attention_bwd(grad, q, k, v, out, lse, geo, bias, 'query', scale)
     assert all(torch.equal(a, b) for a, b in zip(first, second)), 'attention_bwd is not deterministic'
+    # the registered CUDA operator (triton_ops.py) runs exactly these launchers, its autograd the plain backward
     leaves = [t.clone().requires_grad_() for t in tensors]
-    expected = torch.autograd.grad(triton_local.triton_attention(*leaves[:3], geo, leaves[3], 'query', scale), leaves,
-                                   grad)  # fmt: skip
+    out_op, lse_op = torch.ops.backbonezoo.local_attention_triton(*leaves, *ops.geometry_args(geo), scale)
+    assert torch.equal(out_op, out) and torch.equal(lse_op, lse) and not lse_op.requires_grad
+    expected = torch.autograd.grad(out_op, leaves, grad)
     for a, b in zip(first, expected):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     return 'ok launchers'
@@ -191,6 +193,88 @@ def check_scan(dtype: torch.dtype) -> str:
     return f'ok scan {dtype}'
 
 
+# (readout, groups, softplus): every input's gradient path of the hand-written backward (triton_ops._scan_backward)
+SCAN_CASES = [('y', 1, False), ('y+D+bias', 2, True), ('states', 2, True), ('states', 1, False)]
+
+
+def check_selective_scan(case: tuple, dtype: torch.dtype) -> str:
+    """selective_scan on 'triton' (the registered operators selective_scan[_states]_triton: discretisation around the
+    scan kernel, hand-written backward) vs the reference loop: outputs and the gradient of every input, deltas above
+    the softplus threshold included."""
+    from backbonezoo.kernels import selective_scan
+
+    readout, groups, softplus = case
+    gen = torch.Generator().manual_seed(0)
+    batch, dim, d_state, length = 2, 4, 3, 19
+    u = torch.randn(batch, dim, length, generator=gen, dtype=torch.float64)
+    delta = torch.randn(batch, dim, length, generator=gen, dtype=torch.float64)
+    delta[0, 0, :3] = 25.0  # past softplus' threshold (linear there)
+    A = -torch.rand(dim, d_state, generator=gen, dtype=torch.float64) - 0.2
+    B, C = (torch.randn(batch, groups, d_state, length, generator=gen, dtype=torch.float64) for _ in range(2))
+    D, bias = torch.randn(dim, generator=gen, dtype=torch.float64), torch.randn(dim, generator=gen, dtype=torch.float64)
+    if not softplus:
+        delta = delta.abs() * 0.3
+    inputs = {'u': u, 'delta': delta, 'A': A, 'B': B}
+    if readout != 'states':
+        inputs['C'] = C
+    if readout == 'y+D+bias':
+        inputs['D'] = D
+    if readout != 'y':
+        inputs['delta_bias'] = bias
+    results = {}
+    for backend in ('triton', 'reference'):
+        leaves = {name: t.to(dtype).requires_grad_() for name, t in inputs.items()}
+        out = selective_scan(leaves['u'], leaves['delta'], leaves['A'], leaves['B'], leaves.get('C'), leaves.get('D'),
+                             delta_bias=leaves.get('delta_bias'), delta_softplus=softplus, backend=backend)  # fmt: skip
+        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(out.dtype)
+        results[backend] = [out, *torch.autograd.grad(out, list(leaves.values()), cot)]
+    rtol = 2e-5 if dtype == torch.float32 else 1e-12
+    for label, got, want in zip(['out', *inputs], *results.values()):
+        assert got.dtype == want.dtype, f'scan {case} {label}: dtype {got.dtype} != {want.dtype}'
+        error = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+        assert error <= rtol, f'scan {case} {dtype} {label}: max relative error {error:.3g} > {rtol}'
+    return f'ok selective_scan {case} {dtype}'
+
+
+def check_triton_opcheck() -> str:
+    """torch.library.opcheck of every CUDA operator (triton_ops.py) on CPU tensors under the interpreter: the schema
+    (no input mutated or aliased by an output) and the autograd registration. The fake-tensor and AOT checks need
+    traced launches, which the interpreter cannot do: tests/test_kernels_ops.py traces them on fake CUDA tensors."""
+    import backbonezoo.kernels.triton_ops  # noqa: F401
+    from backbonezoo.kernels import region_routing
+
+    ops = torch.ops.backbonezoo
+    checks = ('test_schema', 'test_autograd_registration')
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 7, 8, 16, generator=gen, requires_grad=True) for _ in range(3))
+    table = torch.randn(2, 5, 5, generator=gen, requires_grad=True)
+    query_bias = torch.randn(1, 2, 7, 8, 9, generator=gen, requires_grad=True)
+    geometry = ([3, 3], [1, 1], [1, 1], 'shift')
+    attn = torch.randn(1, 2, 7, 8, 9, generator=gen, requires_grad=True)
+    grad = torch.randn(1, 2, 7, 8, 16, generator=gen)
+    for bias in (None, table, query_bias):
+        torch.library.opcheck(ops.local_attention_triton, (q, k, v, bias, *geometry, 0.5), test_utils=checks)
+        torch.library.opcheck(ops.local_scores_triton, (q, k, bias, *geometry, 0.5), test_utils=checks)
+        # the backward operators too: e.g. a full-size per-query bias' gradient is the incoming gradient's values,
+        # which must be returned as a tensor of its own
+        out, lse = ops.local_attention_triton(q, k, v, bias, *geometry, 0.5)
+        args = (grad, q, k, v, out.detach(), lse, bias, *geometry, 0.5, True)
+        torch.library.opcheck(ops.local_attention_triton_backward, args, test_utils=('test_schema',))
+        args = (attn.detach(), q, k, bias, *geometry, 0.5, True)
+        torch.library.opcheck(ops.local_scores_triton_backward, args, test_utils=('test_schema',))
+    torch.library.opcheck(ops.local_aggregate_triton, (attn, v, *geometry), test_utils=checks)
+    torch.library.opcheck(ops.local_aggregate_triton_backward, (grad, attn, v, *geometry), test_utils=('test_schema',))
+    index = region_routing(q, k, None, 2, region_size=3)
+    torch.library.opcheck(ops.routing_attention_triton, (q, k, v, index, [3, 3], [3, 3], 0.5), test_utils=checks)
+    u, delta = torch.randn(1, 4, 9, generator=gen), torch.rand(1, 4, 9, generator=gen)
+    A, B = -torch.rand(4, 3, generator=gen), torch.randn(1, 2, 3, 9, generator=gen)
+    for t in (u, delta, A, B):
+        t.requires_grad_()
+    torch.library.opcheck(ops.selective_scan_triton, (u, delta, A, B, B, None, None, True), test_utils=checks)
+    torch.library.opcheck(ops.selective_scan_states_triton, (u, delta, A, B, None, False), test_utils=checks)
+    return 'ok triton opcheck'
+
+
 def _interpreted(calls: list[str]) -> subprocess.CompletedProcess:
     script = textwrap.dedent(
         f"""
@@ -222,11 +306,14 @@ def test_float32_every_geometry_matches_reference():
 
 
 def test_routing_and_scan_match_reference():
-    """Routing token attention in float32 / float16 / float64 (deterministic backward), the scan launchers."""
+    """Routing token attention in float32 / float16 / float64 (deterministic backward), the scan launchers, the
+    selective scan's CUDA operators (forward and every gradient), opcheck of every CUDA operator."""
     calls = [f't.check_routing({case!r}, torch.float32)' for case in ROUTING_CASES]
     calls += [f't.check_routing({case!r}, torch.float16)' for case in ROUTING_CASES[1:]]
     calls += [f't.check_routing({ROUTING_CASES[1]!r}, torch.float64)', 't.check_scan(torch.float32)',
               't.check_scan(torch.float64)']  # fmt: skip
+    calls += [f't.check_selective_scan({case!r}, torch.float32)' for case in SCAN_CASES]
+    calls += [f't.check_selective_scan({SCAN_CASES[1]!r}, torch.float64)', 't.check_triton_opcheck()']
     _assert_all_ok(calls)
 
 

@@ -99,6 +99,9 @@ def variants() -> list[Variant]:
         dataclasses.replace(v, num_warps=8)
         for v in _local('nbhd-k7-w8', h, _ATTENTION, _ATTENTION_BWD, kernel_size=(7, 7), dqk=64, bias_kind='table')
     ]
+    # every autotuned chunk compiles: 32 lanes, fewer than the 64-lane tile (a loop's values change block shape)
+    out += _local('nbhd-k7-c32', h, _ATTENTION + _SPLIT, _ATTENTION_BWD + _SPLIT, kernel_size=(7, 7), dqk=32,
+                  bias_kind='table', chunk=32)  # fmt: skip
     out += _routing_variants()
     return out
 
@@ -112,6 +115,8 @@ def quick_checks() -> list[tuple[Variant, int]]:
         ('local.attention_bwd_dq[window-k7,bfloat16,w4]', 80),
         ('local.spread[nbhd-k7-table,float16,w4]', 80),
         ('routing.bwd_dkv[r7,float16,w4]', 90),
+        ('local.spread[nbhd-k7-c32,float16,w4]', 90),
+        ('routing.bwd_dkv[r7-c32,float16,w4]', 80),
     }
     return [(v, arch) for v in variants() for arch in ARCHS if (v.name, arch) in picks]
 
@@ -126,25 +131,30 @@ def _routing_variants() -> list[Variant]:
         for name in triton_routing.KERNELS:
             opts = (('dqk', 32), ('region', (7, 7)))
             out.append(Variant('r7', 'routing', name, dtype, opts, backward=name != 'fwd'))
+    for name in triton_routing.KERNELS:  # the autotuned 32-token chunk (fewer than the region's 64 lanes)
+        opts = (('chunk', 32), ('dqk', 32), ('region', (7, 7)))
+        out.append(Variant('r7-c32', 'routing', name, torch.float16, opts, backward=name != 'fwd'))
     for name in triton_routing.KERNELS:  # the float32 backward at head dim 64 used to spill
         opts = (('dqk', 64), ('region', (7, 7)))
         out.append(Variant('r7-d64', 'routing', name, torch.float32, opts, backward=name != 'fwd', tensor_cores=False))
     return out
 
 
-def kernel_module(name: str):
-    """``backbonezoo/kernels/triton_<name>.py``, loaded on its own (the kernel files import only torch and triton):
-    the check needs neither the model stack nor a working package import."""
-    import importlib.util
+_PACKAGE = '_gpu_readiness_kernels'
 
-    key = f'_gpu_readiness_triton_{name}'
-    if key not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / 'backbonezoo' / 'kernels' / f'triton_{name}.py'
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
+
+def kernel_module(name: str):
+    """``backbonezoo/kernels/triton_<name>.py``, loaded without the package (the kernel files import only torch,
+    triton and ``kernels/_backend.py``, loaded beside them): the check needs neither the model stack nor a working
+    package import."""
+    import importlib
+    import types
+
+    if _PACKAGE not in sys.modules:
+        package = types.ModuleType(_PACKAGE)
+        package.__path__ = [str(Path(__file__).resolve().parents[1] / 'backbonezoo' / 'kernels')]
+        sys.modules[_PACKAGE] = package
+    return importlib.import_module(f'{_PACKAGE}.triton_{name}')
 
 
 def _source(variant: Variant):

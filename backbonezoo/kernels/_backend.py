@@ -9,6 +9,7 @@ tensors only; local attention only). The chosen backend is logged at debug level
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -27,6 +28,16 @@ def triton_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def launch_device(tensor: torch.Tensor):
+    """The device guard of a Triton launch: the tensors' CUDA device (not the current one). None while a trace runs
+    (fake or traced CUDA tensors record the launch; nothing runs, and a machine without a GPU can trace too)."""
+    from ._geometry import tracing
+
+    if tensor.is_cuda and not tracing():
+        return torch.cuda.device(tensor.device)
+    return contextlib.nullcontext()
 
 
 def triton_interpret() -> bool:

@@ -203,7 +203,8 @@ def _region_block(tokens: int, device: torch.device) -> int:
 
 
 def routing_attention(q, k, v, routes, grid, size, scale):
-    """Token attention of every region over its ``routes (B, R, topk)``, as in ``triton_routing_attention``."""
+    """Token attention of every region over its ``routes (B, R, topk)``, as the Triton operator
+    ``torch.ops.backbonezoo.routing_attention_triton``."""
     from torch.nn.attention.flex_attention import BlockMask
 
     batch, heads, height, width, _ = q.shape

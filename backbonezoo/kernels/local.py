@@ -40,10 +40,12 @@ form, as shifted views of the zero-padded map), ``local_torch`` (picks one of th
 
 Backends (``backend=`` or env ``BACKBONEZOO_KERNEL_BACKEND``, see ``_backend.py``): ``'reference'``, ``'torch'``
 (default on CPU), ``'triton'`` (default for CUDA tensors; CPU only under ``TRITON_INTERPRET=1``), ``'flex'`` (CUDA
-only). Every backend has a backward. ``'torch'`` on CPU and ``'triton'`` on CUDA run as the registered operators
-``torch.ops.backbonezoo.local_*`` (``ops.py``: fake implementation, registered autograd, FLOP formula), so
-``torch.compile`` / ``torch.export`` / ``torch.utils.flop_counter`` see one node per call. The chosen backend and
-fast path are logged at debug level (logger ``backbonezoo.kernels``).
+only). Every backend has a backward. ``'torch'`` on CPU runs as the registered operators
+``torch.ops.backbonezoo.local_*`` (``ops.py``: custom ops), ``'triton'`` as ``torch.ops.backbonezoo.local_*_triton``
+(``triton_ops.py``: triton ops, which torch.compile traces into, so Inductor sees the Triton kernels); both with a fake
+implementation, registered autograd and a FLOP formula, so ``torch.compile`` / ``torch.export`` /
+``torch.utils.flop_counter`` see one node per call. The chosen backend and fast path are logged at debug level (logger
+``backbonezoo.kernels``).
 
 The index tables of the reference and fast paths are computed with tensor ops from the map size (cached per size in
 eager mode, rebuilt in the graph under torch.compile / torch.export), so exported graphs keep H / W (and a
@@ -192,12 +194,12 @@ def _check_attn(op: str, attn: torch.Tensor, v: torch.Tensor, geo_slots: int) ->
 
 
 def _backend_module(chosen: str, tensor: torch.Tensor):
-    """The Python implementation for ``chosen``, or None when the registered operator runs the call (``'torch'`` on
-    CPU, ``'triton'`` on CUDA)."""
+    """The Python implementation for ``chosen``, or None when the registered CPU operator runs the call (``'torch'`` on
+    CPU); ``'triton'`` calls the registered CUDA operators (``triton_ops.py``) through ``backends/local_triton``."""
     if chosen == 'torch':
         return None if tensor.device.type == 'cpu' and ops.enabled() else local_torch
-    if chosen == 'triton':
-        return None if tensor.is_cuda and ops.enabled() else local_triton  # CPU: the interpreter (TRITON_INTERPRET=1)
+    if chosen == 'triton':  # the registered triton_ops (CPU tensors: the interpreter, TRITON_INTERPRET=1)
+        return local_triton if ops.enabled() else local_torch  # ONNX export: the traceable PyTorch path
     return local_reference if chosen == 'reference' else local_flex
 
 

@@ -1,31 +1,36 @@
 """The kernels as registered PyTorch operators: ``torch.ops.backbonezoo.*``.
 
-Each public kernel (``local_attention``, ``local_scores``, ``local_aggregate``, ``local_probs``,
-``local_aggregate_probs``, ``routing_attention``, ``selective_scan``, ``selective_scan_states``) is a
-``torch.library.custom_op`` with
+Each public kernel has a CPU operator here and a CUDA operator in ``triton_ops.py``:
 
-* a CPU implementation, the fast PyTorch path (``backends/local_torch.py``, ``routing._routing_attention_torch``,
-  ``scan.scan_impl``), and a CUDA implementation, the Triton kernels (the fast PyTorch path when triton is missing);
+* here, ``local_attention``, ``local_scores``, ``local_aggregate``, ``local_probs``, ``local_aggregate_probs``,
+  ``routing_attention``, ``selective_scan``, ``selective_scan_states``: ``torch.library.custom_op``s whose
+  implementation is the fast PyTorch path (``backends/local_torch.py``, ``routing._routing_attention_torch``,
+  ``scan.scan_impl``), for the ``'torch'`` backend (the default on CPU; on a CUDA tensor it runs the same PyTorch
+  path), opaque to torch.compile;
+* in ``triton_ops.py`` (registered when triton is importable, i.e. on import of ``backbonezoo.kernels``),
+  ``<op>_triton`` and ``<op>_triton_backward``: ``torch.library.triton_op``s on the plain Triton launchers, for the
+  ``'triton'`` backend (the default for CUDA tensors). torch.compile traces into them and Inductor sees the Triton
+  kernels (``triton_kernel_wrapper_functional`` nodes); ``torch.export`` keeps them as one node each. They are
+  separate operators because a triton_op has one implementation for every device and would be traced into on CPU
+  too. That module's docstring says what each backward costs.
+
+Each CPU operator has
+
 * a fake implementation (output shapes from input shapes, symbolic sizes included), so ``torch.compile`` and
   ``torch.export`` trace each call as one node;
 * a registered autograd formula: the backward is a registered operator too (``*_backward``), whose implementation
-  re-runs the device's forward path under autograd and takes its vector-Jacobian product (the hand-written backwards
-  of the shifted-views path, of the scan and of the Triton kernels are what runs there); double backward is not
-  supported;
+  re-runs the forward path under autograd and takes its vector-Jacobian product (the hand-written backwards of the
+  shifted-views path and of the scan are what runs there). Cost: one more forward (the recompute) plus the backward
+  of the PyTorch path; nothing but the inputs is saved. Double backward is not supported;
 * a FLOP formula (``torch.utils.flop_counter.register_flop_formula``) in the papers' convention, reported as FLOPs =
-  2 x MACs like every torch formula: ``backbonezoo.flops`` counts with them;
+  2 x MACs like every torch formula: ``backbonezoo.flops`` counts with them (the CUDA operators register the same);
 * no ONNX translation: while ``torch.onnx.export`` runs, the public functions take the fast PyTorch path directly
   (:func:`enabled`), as traceable Python, dynamic sizes included.
 
 The public functions in ``local.py`` / ``routing.py`` / ``scan.py`` check the arguments, pick the backend and call
-these operators for ``'torch'`` on CPU and ``'triton'`` on CUDA; the reference backend stays a plain Python path (the
-specification). Operator arguments are the geometry as plain ints / strs / floats (``geometry_args``).
-
-For the CUDA side, this module expects from the Triton files the autograd-aware entry points
-``triton_local.triton_attention / triton_scores / triton_aggregate``, ``triton_routing.triton_routing_attention`` and
-``triton_scan.linear_scan_triton``; with plain forward / backward launchers there (``attention_fwd -> (out, lse)``,
-``attention_bwd``), the CUDA kernels below become ``torch.library.triton_op`` wrappers of them, the forward saving
-``lse`` for the backward instead of recomputing.
+the CPU operators for ``'torch'`` on CPU and the CUDA operators for ``'triton'``; the reference backend stays a plain
+Python path, the one specification every backend is tested against. Operator arguments are the geometry as plain
+ints / strs / floats (``geometry_args``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from . import routing as _routing
 from . import scan as _scan
 from ._backend import triton_available
 from ._geometry import Geometry
-from .backends import local_tiled, local_torch, local_triton
+from .backends import local_tiled, local_torch
 
 __all__ = [
     'enabled',
@@ -77,8 +82,8 @@ def _kind(bias: torch.Tensor | None) -> str | None:
 
 
 def _local_path(device: torch.device):
-    """The forward implementation module for ``device``: Triton for CUDA tensors when available, else PyTorch."""
-    return local_triton if device.type == 'cuda' and triton_available() else local_torch
+    """The implementation module: the fast PyTorch path on every device (Triton runs as ``triton_ops.py``)."""
+    return local_torch
 
 
 def _fresh(x: torch.Tensor) -> torch.Tensor:
@@ -498,7 +503,7 @@ def _(grad, probs, v, kernel_size, stride, dilation, border, *args, out_shape=No
 
 
 def _routing_path(device: torch.device) -> str:
-    return 'triton' if device.type == 'cuda' and triton_available() else 'torch'
+    return 'torch'  # on every device (Triton runs as triton_ops.routing_attention_triton)
 
 
 def _token_major(out: torch.Tensor) -> torch.Tensor:
@@ -591,7 +596,7 @@ def _(grad, q, k, v, index, grid, size, pad, scale, *args, out_shape=None, **kwa
 
 
 def _scan_path(device: torch.device) -> str:
-    return 'triton' if device.type == 'cuda' and triton_available() else 'torch'
+    return 'torch'  # on every device (Triton runs as triton_ops.selective_scan[_states]_triton)
 
 
 def _scan_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
@@ -739,3 +744,7 @@ def _(grad_y, grad_states, u, delta, A, B, C, D, delta_bias, delta_softplus, *ar
 @register_flop_formula(torch.ops.backbonezoo.selective_scan_states_backward)
 def _(grad, u, delta, A, B, delta_bias, delta_softplus, *args, out_shape=None, **kwargs):
     return 4 * _scan_macs(u, A, False)
+
+
+if triton_available():  # the CUDA operators (torch.library.triton_op): registered with the CPU ones
+    from . import triton_ops  # noqa: E402, F401

@@ -128,9 +128,17 @@ def region_routing(
 ) -> torch.Tensor:
     """Top-k region routing: ``(B, R, topk)`` int64 ids of the key regions each query region attends to.
 
-    ``q, k``: ``(B, heads, H, W, d_qk)``. Regions are numbered row-major over the grid. Logits are
-    ``scale * mean(q_region) . mean(k_region)`` over the full width ``heads * d_qk``, computed in float32 on
-    detached tensors with autocast off; ``scale`` (default ``(heads * d_qk) ** -0.5``) only matters for ties.
+    Regions are numbered row-major over the grid. Logits are ``scale * mean(q_region) . mean(k_region)`` over the
+    full width ``heads * d_qk``, computed in float32 on detached tensors with autocast off (no gradient).
+
+    Args:
+        q, k: queries and keys ``(B, heads, H, W, d_qk)``, floating point, one device.
+        num_regions: regions per side (int or ``(nh, nw)``); H and W must be divisible by it. ``None`` when
+            ``region_size`` is given.
+        topk: key regions routed to per query region, ``1 <= topk <= R``.
+        region_size: tokens per region side (int or ``(rh, rw)``) instead of ``num_regions``: ``ceil(H / rh) x
+            ceil(W / rw)`` regions, means over each region's tokens inside the map only.
+        scale: factor on the region logits, default ``(heads * d_qk) ** -0.5``; it only matters for ties.
     """
     _check(q, k)
     grid, size, pad = _region_grid(q.shape[2], q.shape[3], num_regions, region_size)
@@ -321,7 +329,9 @@ def routing_attention(
         )
     from . import ops  # the registered operators: one node for torch.compile / export / flop_counter
 
-    if ops.enabled() and ((chosen == 'torch' and q.device.type == 'cpu') or (chosen == 'triton' and q.is_cuda)):
+    if chosen == 'triton' and not ops.enabled():
+        chosen = 'torch'  # ONNX export: the traceable PyTorch path (no translation for the Triton operators)
+    if ops.enabled() and chosen == 'torch' and q.device.type == 'cpu':
         out = ops.routing_attention(q, k, v, index, list(grid), list(size), list(pad), float(scale))
     else:
         out = routing_impl(q, k, v, index, grid, size, pad, scale, chosen)
@@ -329,12 +339,12 @@ def routing_attention(
 
 
 def routing_impl(q, k, v, index, grid, size, pad, scale: float, backend: str) -> torch.Tensor:
-    """The token attention of checked arguments on ``backend`` (the Python implementations; ``'triton'`` through the
-    autograd-aware entry point ``triton_routing.triton_routing_attention(q, k, v, index, grid, size, scale)``)."""
+    """The token attention of checked arguments on ``backend`` (the Python implementations; ``'triton'`` is the
+    registered CUDA operator ``torch.ops.backbonezoo.routing_attention_triton``, ``kernels/triton_ops.py``)."""
     if backend == 'triton':
-        from .triton_routing import triton_routing_attention
+        from . import triton_ops
 
-        return triton_routing_attention(q, k, v, index, grid, size, scale)
+        return triton_ops.routing_attention(q, k, v, index, grid, size, scale)
     if backend == 'flex':  # CUDA only (checked by resolve_backend): backbonezoo.kernels.flex
         from .flex import routing_attention as flex_routing_attention
 

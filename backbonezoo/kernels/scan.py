@@ -18,7 +18,10 @@ Backends: ``'reference'`` is the sequential loop (the specification, differentia
 log-depth (Hillis-Steele) scan, two-level for long sequences (in chunks, then across them), with a hand-written
 backward (the adjoint of a linear recurrence is the same recurrence run backwards), fast on CPU; over a symbolic
 length (torch.export / dynamic compile) a fixed number of steps, so one graph serves every length up to 65536;
-``'triton'`` the same Function with ``tl.associative_scan`` kernels.
+``'triton'`` the registered CUDA operators ``torch.ops.backbonezoo.selective_scan[_states]_triton`` (``triton_ops.py``:
+the discretisation and readout in PyTorch around the ``tl.associative_scan`` kernel of ``triton_scan.py``, and a
+hand-written backward: one reverse scan, the parameter gradients reduced in PyTorch); ``linear_scan(backend='triton')``
+runs that kernel under the Function above.
 """
 
 from __future__ import annotations
@@ -156,7 +159,17 @@ class _LinearScan(torch.autograd.Function):
 
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
-    """All states of ``h_t = a_t * h_{t-1} + b_t`` (``h_{-1} = 0``) along the last axis; ``a`` and ``b`` same shape."""
+    """All states of ``h_t = a_t * h_{t-1} + b_t`` (``h_{-1} = 0``) along the last axis.
+
+    Args:
+        a: the decay coefficients, any shape ``(..., L)``, floating point.
+        b: the inputs, the shape, dtype and device of ``a``.
+        backend: None / ``'auto'``, ``'reference'`` (the sequential loop), ``'torch'`` or ``'triton'`` (the
+            ``tl.associative_scan`` kernel; CUDA, or CPU under ``TRITON_INTERPRET=1``), see ``_backend.py``.
+
+    Returns:
+        ``h`` like ``b``; differentiable on every backend (the adjoint recurrence as backward).
+    """
     if a.shape != b.shape:
         raise ValueError(f'linear_scan: a has shape {tuple(a.shape)} but b has {tuple(b.shape)}; expected equal')
     chosen = resolve_backend(backend, b, 'linear_scan', _SUPPORTED)
@@ -233,10 +246,18 @@ def selective_scan(
     chosen = resolve_backend(backend, u, 'selective_scan', _SUPPORTED)
     from . import ops  # the registered operators: one node for torch.compile / export / flop_counter
 
-    if ops.enabled() and ((chosen == 'torch' and u.device.type == 'cpu') or (chosen == 'triton' and u.is_cuda)):
+    if chosen == 'triton' and not ops.enabled():
+        chosen = 'torch'  # ONNX export: the traceable PyTorch path (no translation for the Triton operators)
+    if ops.enabled() and chosen == 'torch' and u.device.type == 'cpu':
         if C is None:
             return ops.selective_scan_states(u, delta, A, B, delta_bias, bool(delta_softplus))
         y, states = ops.selective_scan(u, delta, A, B, C, D, delta_bias, bool(delta_softplus))
+    elif chosen == 'triton':  # the registered CUDA operators (triton_ops.py; CPU tensors: the interpreter)
+        from . import triton_ops
+
+        y, states = triton_ops.selective_scan(u, delta, A, B, C, D, delta_bias, bool(delta_softplus))
+        if C is None:
+            return states
     else:
         y, states = scan_impl(u, delta, A, B, C, D, delta_bias, delta_softplus, chosen)
         if C is None:

@@ -32,7 +32,9 @@ and a ``Geometry`` (``kernels/_geometry.py``: ``height``, ``width``, ``kernel`` 
 * ``scores_bwd(grad_scores, q, k, geo, bias, kind, scale, need_bias_grad=True) -> (dq, dk, dbias)``;
 * ``aggregate_fwd(attn, v, geo) -> out``; ``aggregate_bwd(grad_out, attn, v, geo) -> (dattn, dv)``.
 
-The autograd entry points ``triton_attention`` / ``triton_scores`` / ``triton_aggregate`` wrap them. ``KERNELS``
+The registered operators (``kernels/triton_ops.py``: ``torch.library.triton_op``, the CUDA implementation) call
+them; every launch goes through ``torch.library.wrap_triton``, so a trace (torch.compile, make_fx) records the kernels
+themselves and Inductor sees them. ``KERNELS``
 names the jitted kernels and ``kernel_source`` gives one kernel's compile signature for a geometry (for
 ``tools/gpu_readiness.py``, which compiles the variants the models use for sm_80 / sm_90 on any machine). Used for
 CUDA tensors (``backend='auto'``) and, for testing, on CPU under ``TRITON_INTERPRET=1``.
@@ -40,13 +42,15 @@ CUDA tensors (``backend='auto'``) and, for testing, on CPU under ``TRITON_INTERP
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
+
+from ._backend import launch_device
 
 __all__ = [
     'aggregate_bwd',
@@ -55,9 +59,6 @@ __all__ = [
     'attention_fwd',
     'scores_bwd',
     'scores_fwd',
-    'triton_aggregate',
-    'triton_attention',
-    'triton_scores',
 ]
 
 _BIAS_KINDS = {None: 0, 'table': 1, 'query': 2}
@@ -437,7 +438,7 @@ def _spread_kernel(
         qvalid = r < count
         uy = lo_y + r // nqx
         ux = lo_x + r % nqx
-        _, _, rows = _rows(rowbase, gy, gx, uy, ux, width, GH, GW)
+        _qy, _qx, rows = _rows(rowbase, gy, gx, uy, ux, width, GH, GW)  # not `_`: typed per loop iteration
         xq = _load_rows(X, rows, qvalid, DX, BLOCK_DX)
         in_y, jy = _window(vy[:, None], _wstart(uy, my, KH, SH, DH, SHIFT)[None, :], KH, STH)
         in_x, jx = _window(vx[:, None], _wstart(ux, mx, KW, SW, DW, SHIFT)[None, :], KW, STW)
@@ -525,18 +526,6 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _launchable(kernel):
-    """``kernel`` through ``torch.library.wrap_triton``: launches stay traceable inside a ``torch.library.triton_op``
-    (torch.compile / export see the kernel); in eager mode (and under the interpreter) it simply launches."""
-    wrap = getattr(torch.library, 'wrap_triton', None)
-    return kernel if wrap is None else wrap(kernel)
-
-
-def _device(t: torch.Tensor):
-    """Launch on the tensors' device (not the current one)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _bias_args(bias: torch.Tensor | None, kind: str | None, ref: torch.Tensor, slots: int):
     """(pointer tensor, strides b/n/h/w/k) for the kernels; per-query biases keep their broadcast strides."""
     if kind is None:
@@ -558,6 +547,10 @@ def _table_grad(dslot: torch.Tensor, geo, bias: torch.Tensor) -> torch.Tensor:
 
 
 def _query_grad(dslot: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A per-query bias' gradient: ``dslot`` summed over the bias' broadcast axes, always a tensor of its own (an
+    operator's output must not alias its inputs, and ``dslot`` may be the incoming gradient itself)."""
+    if tuple(bias.shape) == tuple(dslot.shape):
+        return dslot.to(bias.dtype, copy=True)
     return dslot.sum_to_size(bias.shape).to(bias.dtype)
 
 
@@ -576,8 +569,8 @@ def attention_fwd(q, k, v, geo, bias, kind, scale):
     lse = torch.empty(batch, heads, height, width, dtype=_acc_dtype(q.dtype), device=q.device)
     sizes = (height, width, heads, nt_h, nt_w, float(scale), *strides)
     common = dict(BIAS_KIND=_BIAS_KINDS[kind], DQK=dqk, DV=dv, BLOCK_DQK=_block(dqk), BLOCK_DV=_block(dv))
-    with _device(q):
-        kernel = _launchable(_attention_fwd)
+    with launch_device(q):
+        kernel = wrap_triton(_attention_fwd)
         kernel[grid](q, k, v, bias_ptr, out, lse, *sizes, **static, **common, BLOCK_Q=_tile_lanes(static),
                      **_numerics(q.dtype))  # fmt: skip
     return out, lse
@@ -599,11 +592,11 @@ def attention_bwd(grad_out, q, k, v, out, lse, geo, bias, kind, scale, need_bias
                   **static, **_numerics(q.dtype))  # fmt: skip
     sizes = (height, width, heads, nt_h, nt_w, float(scale), *strides)
     lanes = _tile_lanes(static)
-    with _device(q):
-        kernel = _launchable(_attention_bwd_dq)
+    with launch_device(q):
+        kernel = wrap_triton(_attention_bwd_dq)
         kernel[grid](q, k, v, bias_ptr, grad_out, lse, delta, dq, dslot, *sizes, **common, STORE_DS=store_ds,
                      BLOCK_Q=lanes)  # fmt: skip
-        kernel = _launchable(_attention_bwd_dkv)
+        kernel = wrap_triton(_attention_bwd_dkv)
         kernel[grid](q, k, v, bias_ptr, grad_out, lse, delta, dk, dval, *sizes, **common, BLOCK_KT=lanes)
     dbias = None
     if store_ds:
@@ -619,8 +612,8 @@ def scores_fwd(q, k, geo, bias, kind, scale):
     bias_ptr, strides = _bias_args(bias, kind, q, geo.slots)
     scores = torch.empty(batch, heads, height, width, geo.slots, dtype=q.dtype, device=q.device)
     sizes = (height, width, heads, nt_h, nt_w, float(scale), *strides)
-    with _device(q):
-        kernel = _launchable(_dots)
+    with launch_device(q):
+        kernel = wrap_triton(_dots)
         kernel[grid](q, k, bias_ptr, scores, *sizes, **static, BIAS_KIND=_BIAS_KINDS[kind], DX=dqk,
                      BLOCK_DX=_block(dqk), BLOCK_Q=_tile_lanes(static), **_numerics(q.dtype))  # fmt: skip
     return scores
@@ -635,10 +628,10 @@ def scores_bwd(grad_scores, q, k, geo, bias, kind, scale, need_bias_grad: bool =
     common = dict(**static, **_numerics(q.dtype))
     sizes = (height, width, heads, nt_h, nt_w, float(scale))
     lanes = _tile_lanes(static)
-    with _device(q):
-        kernel = _launchable(_gather)
+    with launch_device(q):
+        kernel = wrap_triton(_gather)
         kernel[grid](grad_scores, k, dq, *sizes, **common, DY=dqk, BLOCK_DY=_block(dqk), BLOCK_Q=lanes)
-        kernel = _launchable(_spread)
+        kernel = wrap_triton(_spread)
         kernel[grid](grad_scores, q, dk, *sizes, **common, DX=dqk, BLOCK_DX=_block(dqk), BLOCK_KT=lanes)
     dbias = None
     if kind is not None and need_bias_grad:  # the bias enters the scores unchanged
@@ -654,8 +647,8 @@ def aggregate_fwd(attn, v, geo):
     grid, (nt_h, nt_w), static = _plan(geo, batch * heads)
     out = torch.empty_like(v)
     sizes = (height, width, heads, nt_h, nt_w, 1.0)
-    with _device(v):
-        kernel = _launchable(_gather)
+    with launch_device(v):
+        kernel = wrap_triton(_gather)
         kernel[grid](attn, v, out, *sizes, **static, DY=dv, BLOCK_DY=_block(dv), BLOCK_Q=_tile_lanes(static),
                      **_numerics(v.dtype))  # fmt: skip
     return out
@@ -670,73 +663,12 @@ def aggregate_bwd(grad_out, attn, v, geo):
     sizes = (height, width, heads, nt_h, nt_w, 1.0)
     common = dict(**static, **_numerics(v.dtype), DX=dv, BLOCK_DX=_block(dv))
     lanes = _tile_lanes(static)
-    with _device(v):
-        kernel = _launchable(_dots)
+    with launch_device(v):
+        kernel = wrap_triton(_dots)
         kernel[grid](grad_out, v, v, dattn, *sizes, *(0,) * 5, **common, BIAS_KIND=0, BLOCK_Q=lanes)
-        kernel = _launchable(_spread)
+        kernel = wrap_triton(_spread)
         kernel[grid](attn, grad_out, dval, *sizes, **common, BLOCK_KT=lanes)
     return dattn, dval
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Autograd entry points (the signatures local.py calls).
-
-
-class _AttentionFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, bias, geo, kind, scale):
-        out, lse = attention_fwd(q, k, v, geo, bias, kind, scale)
-        ctx.save_for_backward(q, k, v, bias if kind else None, out, lse)
-        ctx.geo, ctx.kind, ctx.scale = geo, kind, scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, bias, out, lse = ctx.saved_tensors
-        need = ctx.kind is not None and ctx.needs_input_grad[3]
-        dq, dk, dv, dbias = attention_bwd(grad_out, q, k, v, out, lse, ctx.geo, bias, ctx.kind, ctx.scale, need)
-        return dq, dk, dv, dbias, None, None, None
-
-
-class _ScoresFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, bias, geo, kind, scale):
-        ctx.save_for_backward(q, k, bias if kind else None)
-        ctx.geo, ctx.kind, ctx.scale = geo, kind, scale
-        return scores_fwd(q, k, geo, bias, kind, scale)
-
-    @staticmethod
-    def backward(ctx, grad_scores):
-        q, k, bias = ctx.saved_tensors
-        need = ctx.kind is not None and ctx.needs_input_grad[2]
-        dq, dk, dbias = scores_bwd(grad_scores, q, k, ctx.geo, bias, ctx.kind, ctx.scale, need)
-        return dq, dk, dbias, None, None, None
-
-
-class _AggregateFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, attn, v, geo):
-        ctx.save_for_backward(attn, v)
-        ctx.geo = geo
-        return aggregate_fwd(attn, v, geo)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        attn, v = ctx.saved_tensors
-        dattn, dv = aggregate_bwd(grad_out, attn, v, ctx.geo)
-        return dattn, dv, None
-
-
-def triton_attention(q, k, v, geo, bias, kind, scale):
-    return _AttentionFn.apply(q, k, v, bias, geo, kind, scale)
-
-
-def triton_scores(q, k, geo, bias, kind, scale):
-    return _ScoresFn.apply(q, k, bias, geo, kind, scale)
-
-
-def triton_aggregate(attn, v, geo):
-    return _AggregateFn.apply(attn, v, geo)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -19,21 +19,24 @@ Plain launchers (no autograd; for registered operators to call):
   for float64 inputs);
 * ``routing_bwd(grad_out, q, k, v, out, lse, routes, grid, size, scale) -> (dq, dk, dv)``.
 
-``triton_routing_attention(q, k, v, routes, grid, size, scale)`` is the autograd entry point. The routes themselves
+The registered operators (``kernels/triton_ops.py``, ``torch.library.triton_op``) call them; launches go through
+``torch.library.wrap_triton`` (traceable: Inductor sees the kernels). The routes themselves
 (region means + top-k) stay in PyTorch (``region_routing``): a few small ops, no gradient. Used for CUDA tensors
 (``backend='auto'``) and, for testing, on CPU under ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
 
-__all__ = ['routing_bwd', 'routing_fwd', 'triton_routing_attention']
+from ._backend import launch_device
+
+__all__ = ['inverse_routes', 'routing_bwd', 'routing_fwd']
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -160,7 +163,7 @@ def _routing_bwd_dkv_kernel(
     for i in range(start, stop):
         source = tl.load(SOURCES + b * num_regions * topk + i)
         for q0 in range(0, RH * RW, BLOCK_Q):
-            qpos, _, qmask = _region_tokens(source, nw, height, width, q0 + tl.arange(0, BLOCK_Q), RH, RW)
+            qpos, _qslot, qmask = _region_tokens(source, nw, height, width, q0 + tl.arange(0, BLOCK_Q), RH, RW)
             rows = rowbase + qpos
             q = _load_rows(Q, rows, qmask, DQK, BLOCK_DQK)
             do = _load_rows(DO, rows, qmask, DV, BLOCK_DV)
@@ -213,18 +216,6 @@ def _numerics(dtype: torch.dtype) -> dict:
     return dict(ACC=tl.float64 if dtype == torch.float64 else tl.float32, IEEE=dtype in (torch.float32, torch.float64))
 
 
-def _launchable(kernel):
-    """``kernel`` through ``torch.library.wrap_triton``: launches stay traceable inside a ``torch.library.triton_op``
-    (torch.compile / export see the kernel); in eager mode (and under the interpreter) it simply launches."""
-    wrap = getattr(torch.library, 'wrap_triton', None)
-    return kernel if wrap is None else wrap(kernel)
-
-
-def _device(t: torch.Tensor):
-    """Launch on the tensors' device (not the current one)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
 def _launch(q: torch.Tensor, v: torch.Tensor, routes: torch.Tensor, grid, size) -> tuple[int, int, tuple, dict, int]:
     """(programs, blocks per region, runtime sizes, constexprs, lanes per block)."""
     batch, heads, height, width, dqk = q.shape
@@ -259,8 +250,8 @@ def routing_fwd(q, k, v, routes, grid, size, scale):
     out = torch.empty_like(v)
     lse = torch.empty(batch, heads, height, width, dtype=_acc_dtype(q.dtype), device=q.device)
     programs, blocks, sizes, static, lanes = _launch(q, v, routes, grid, size)
-    with _device(q):
-        _launchable(_routing_fwd)[(programs,)](
+    with launch_device(q):
+        wrap_triton(_routing_fwd)[(programs,)](
             q, k, v, routes, out, lse, *sizes, float(scale), **static, Q_BLOCKS=blocks, BLOCK_Q=lanes
         )
     return out, lse
@@ -274,11 +265,11 @@ def routing_bwd(grad_out, q, k, v, out, lse, routes, grid, size, scale):
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     programs, blocks, sizes, static, lanes = _launch(q, v, routes, grid, size)
     sources, starts = inverse_routes(routes, grid[0] * grid[1])
-    with _device(q):
-        _launchable(_routing_bwd_dq)[(programs,)](
+    with launch_device(q):
+        wrap_triton(_routing_bwd_dq)[(programs,)](
             q, k, v, routes, grad_out, lse, delta, dq, *sizes, float(scale), **static, Q_BLOCKS=blocks, BLOCK_Q=lanes
         )
-        kernel = _launchable(_routing_bwd_dkv)
+        kernel = wrap_triton(_routing_bwd_dkv)
         kernel[(programs,)](q, k, v, sources, starts, grad_out, lse, delta, dk, dv, *sizes, float(scale), **static,
                             K_BLOCKS=blocks, BLOCK_K=lanes)  # fmt: skip
     return dq, dk, dv
@@ -286,38 +277,6 @@ def routing_bwd(grad_out, q, k, v, out, lse, routes, grid, size, scale):
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-class _RoutingAttentionFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, routes, grid, size, scale):
-        out, lse = routing_fwd(q, k, v, routes, grid, size, scale)
-        ctx.save_for_backward(q, k, v, routes, out, lse)
-        ctx.grid, ctx.size, ctx.scale = grid, size, scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, routes, out, lse = ctx.saved_tensors
-        dq, dk, dv = routing_bwd(grad_out, q, k, v, out, lse, routes, ctx.grid, ctx.size, ctx.scale)
-        return dq, dk, dv, None, None, None, None
-
-
-def triton_routing_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    routes: torch.Tensor,
-    grid: tuple[int, int],
-    size: tuple[int, int],
-    scale: float,
-) -> torch.Tensor:
-    """Token attention of every region over its ``routes`` ``(B, R, topk)``: ``(B, heads, H, W, d_v)``.
-
-    ``grid`` is the region grid ``(nh, nw)`` and ``size`` the tokens per region side ``(rh, rw)``; the map may be
-    smaller than ``grid * size`` (bottom / right padding, zero keys and values that take part in the softmax).
-    """
-    return _RoutingAttentionFn.apply(q, k, v, routes, grid, size, float(scale))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

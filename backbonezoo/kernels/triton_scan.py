@@ -16,12 +16,13 @@ Plain launchers (no autograd; for registered operators to call):
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from torch.library import wrap_triton
+
+from ._backend import launch_device
 
 __all__ = ['linear_scan_triton', 'scan_bwd', 'scan_fwd']
 
@@ -50,13 +51,6 @@ def _linear_scan_kernel(a_ptr, b_ptr, h_ptr, length, BLOCK: tl.constexpr):
         carry = tl.sum(tl.where(offsets == BLOCK - 1, h, 0.0), axis=0)
 
 
-def _launchable(kernel):
-    """``kernel`` through ``torch.library.wrap_triton``: launches stay traceable inside a ``torch.library.triton_op``
-    (torch.compile / export see the kernel); in eager mode (and under the interpreter) it simply launches."""
-    wrap = getattr(torch.library, 'wrap_triton', None)
-    return kernel if wrap is None else wrap(kernel)
-
-
 def linear_scan_triton(a: torch.Tensor, b: torch.Tensor, block: int = 1024) -> torch.Tensor:
     """All states of ``h_t = a_t * h_{t-1} + b_t`` along the last axis (``a``, ``b``: same shape and dtype)."""
     if a.dtype != b.dtype:
@@ -69,8 +63,8 @@ def linear_scan_triton(a: torch.Tensor, b: torch.Tensor, block: int = 1024) -> t
         if b_rows.shape[0] >= 2**31:
             raise ValueError(f'linear_scan_triton: {b_rows.shape[0]} rows exceed the grid limit 2**31 - 1')
         block_size = min(triton.next_power_of_2(length), block)
-        with torch.cuda.device(b.device) if b.is_cuda else contextlib.nullcontext():
-            _launchable(_linear_scan_kernel)[(b_rows.shape[0],)](a_rows, b_rows, h, length, BLOCK=block_size)
+        with launch_device(b):
+            wrap_triton(_linear_scan_kernel)[(b_rows.shape[0],)](a_rows, b_rows, h, length, BLOCK=block_size)
     return h.view(shape)
 
 

@@ -1,10 +1,11 @@
-"""Local attention, Triton backend: a thin adapter to the kernels of ``backbonezoo.kernels.triton_local`` (CUDA
-tensors, or CPU under ``TRITON_INTERPRET=1``). Imported lazily: triton is an optional dependency.
+"""Local attention, Triton backend: the registered CUDA operators ``torch.ops.backbonezoo.local_*_triton``
+(``kernels/triton_ops.py``: ``torch.library.triton_op`` on the kernels of ``triton_local.py``, with registered autograd
+and fake implementations). Used for CUDA tensors, and for CPU tensors under ``TRITON_INTERPRET=1`` (testing). Imported
+lazily: triton is an optional dependency.
 
-What the registered operators (``backbonezoo.kernels.ops``) expect from ``triton_local``: the autograd-aware entry
-points ``triton_attention(q, k, v, geo, bias, kind, scale)``, ``triton_scores(q, k, geo, bias, kind, scale)`` and
-``triton_aggregate(attn, v, geo)``; ``geo`` is a ``backbonezoo.kernels._geometry.Geometry`` (``kernel``, ``stride``,
-``dilation`` pairs, ``border``, ``height``, ``width``, ``slots``), ``kind`` is None, ``'table'`` or ``'query'``.
+Each function takes checked arguments: ``geo`` is a ``backbonezoo.kernels._geometry.Geometry`` (``kernel``,
+``stride``, ``dilation`` pairs, ``border``, ``height``, ``width``, ``slots``), ``kind`` is None, ``'table'`` or
+``'query'`` (the bias form, see ``local.py``), ``scale`` the factor on ``q . k``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ __all__ = ['aggregate', 'attention', 'scores']
 
 
 def scores(q, k, geo, bias, kind, scale):
-    from ..triton_local import triton_scores
+    """``scale * q . k_window + bias`` as ``(B, heads, H, W, K)``."""
+    from .. import triton_ops
 
-    return triton_scores(q, k, geo, bias, kind, scale)
+    return triton_ops.local_scores(q, k, geo, bias, kind, scale)
 
 
 def aggregate(attn, v, geo):
-    from ..triton_local import triton_aggregate
+    """``sum_j attn[..., j] * v[key_j]`` as ``(B, heads, H, W, d_v)``."""
+    from .. import triton_ops
 
-    return triton_aggregate(attn, v, geo)
+    return triton_ops.local_aggregate(attn, v, geo)
 
 
 def attention(q, k, v, geo, bias, kind, scale):
-    from ..triton_local import triton_attention
+    """``softmax(scale * q . k_window + bias) @ v_window`` as ``(B, heads, H, W, d_v)``."""
+    from .. import triton_ops
 
-    return triton_attention(q, k, v, geo, bias, kind, scale)
+    return triton_ops.local_attention(q, k, v, geo, bias, kind, scale)

@@ -73,7 +73,6 @@ _HF_LICENSES = {
     'cc-by-nc-4.0': 'cc-by-nc-4.0',
     'cc-by-nc-sa-4.0': 'cc-by-nc-sa-4.0',
 }
-_MEASUREMENTS = Path(__file__).resolve().parents[1] / 'model_cards' / 'measurements.json'
 _IMAGENET_1K = 'imagenet-1k'
 
 
@@ -149,7 +148,8 @@ def _input_hw(model: torch.nn.Module) -> tuple[int, int]:
 def measured_stats(model: torch.nn.Module, measure: bool = True) -> dict:
     """Parameters (counted) and GMACs of ``model`` at its input size, with where the GMACs come from.
 
-    GMACs come from ``model_cards/measurements.json`` (``tools/model_cards.py``) when it holds the same architecture
+    GMACs come from the count rows of the results store (``benchmarks/results.csv``, written by
+    ``tools/model_cards.py``; :mod:`backbonezoo.benchmarking`) when it holds the same architecture
     (same parameter count and input size); otherwise they are counted with :func:`backbonezoo.flops.count_flops`
     (``measure=False`` leaves them out).
     """
@@ -158,10 +158,12 @@ def measured_stats(model: torch.nn.Module, measure: bool = True) -> dict:
     stats = {'params': params, 'img_size': hw, 'gmacs': None, 'gmacs_source': None}
     name = _architecture(model)
     entry = {}
-    if _MEASUREMENTS.is_file():
-        entry = json.loads(_MEASUREMENTS.read_text()).get(name, {})
+    from . import benchmarking
+
+    if benchmarking.STORE.is_file():
+        entry = benchmarking.counts(benchmarking.read_rows(kind='count')).get(name, {})
     if entry.get('params') == params and tuple(entry.get('img_size', ())) == hw and entry.get('gmacs') is not None:
-        stats.update(gmacs=entry['gmacs'], gmacs_source=f'{entry.get("counter")}, model_cards/measurements.json')
+        stats.update(gmacs=entry['gmacs'], gmacs_source=f'{entry.get("counter")}, benchmarks/results.csv')
     elif measure:
         from .flops import count_flops
 

@@ -3,9 +3,6 @@ their registered formulas; fvcore itself only as a cross-check, never patched.""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import timm
 import torch
@@ -260,13 +257,16 @@ def test_training_step_counts_the_kernels_backward():
     assert counts == {'backbonezoo.local_attention': forward, 'backbonezoo.local_attention_backward': 2 * forward}
 
 
-_MEASUREMENTS = Path(__file__).resolve().parents[1] / 'model_cards' / 'measurements.json'
+def _counts() -> dict:
+    from backbonezoo import benchmarking
+
+    return benchmarking.counts(benchmarking.read_rows(kind='count'))
 
 
 def _smallest_variants() -> list[str]:
     from backbonezoo.zoo import families
 
-    names = json.loads(_MEASUREMENTS.read_text())
+    names = _counts()
     out = []
     for family in families().values():
         measured = [v for v in family.variants if v.name in names]
@@ -278,8 +278,8 @@ def _smallest_variants() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize('name', _smallest_variants())
 def test_counts_match_the_model_cards(name):
-    """The cards' GMACs (model_cards/measurements.json) stay within 1 % (every variant: see the issue-18 report)."""
-    measured = json.loads(_MEASUREMENTS.read_text())[name]
+    """The cards' GMACs (the results store's count rows) stay within 1 % (every variant: see the issue-18 report)."""
+    measured = _counts()[name]
     result = count_flops(timm.create_model(name), (3, *measured['img_size']))
     assert result.gmacs == pytest.approx(measured['gmacs'], rel=0.01)
     assert result.unexpected_skips == {}

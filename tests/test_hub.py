@@ -23,7 +23,7 @@ from helpers import REPO, assert_close_rel, load_parity
 from safetensors import safe_open
 
 import backbonezoo
-from backbonezoo import hub
+from backbonezoo import benchmarking, hub
 
 sys.path.insert(0, str(REPO / 'tools'))
 import convert_checkpoint as tool  # noqa: E402
@@ -185,7 +185,7 @@ def test_card_metadata_names_license_paper_and_measurements(name, exported):
     assert meta['datasets'] == ['imagenet-1k']
     params = sum(p.numel() for p in model.parameters())
     assert f'Params (M): {params / 1e6:.2f}' in body.split('Reported by the authors')[0]
-    measured = json.loads((REPO / 'model_cards' / 'measurements.json').read_text())[name]
+    measured = benchmarking.counts(benchmarking.read_rows(kind='count'))[name]
     assert f'GMACs: {measured["gmacs"]:.4g}' in body.split('Reported by the authors')[0]
     repo_id = hub.default_repo_id(model) or f'<org>/{name}'  # the tool was given no repository
     assert f"timm.create_model('hf-hub:{repo_id}', pretrained=True)" in body
@@ -221,7 +221,7 @@ def test_backbone_export_and_license_override(tmp_path):
     meta, body = card_metadata(folder)
     assert meta['license'] == 'apache-2.0' and meta['pipeline_tag'] == 'image-feature-extraction'
     assert 'datasets' not in meta and 'model-index' not in meta
-    measured = json.loads((REPO / 'model_cards' / 'measurements.json').read_text())['efficientvit_m0']
+    measured = benchmarking.counts(benchmarking.read_rows(kind='count'))['efficientvit_m0']
     params = sum(p.numel() for p in backbone.parameters())
     assert f'Params (M): {params / 1e6:.2f}' in body and params < measured['params']
     assert 'backbonezoo.flops.count_flops' in body, 'a different model than the measured one is counted afresh'

@@ -1,8 +1,12 @@
-"""tools/benchmark.py: a --quick run writes the report, the CSV and the plot; rows merge; reference pairing."""
+"""tools/benchmark.py: a --quick run writes the report, the CSV and the plot; rows merge; reference pairing.
+The results store (backbonezoo.benchmarking): schema, merge, the shared timing loop and memory probe."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
+import math
 import os
 import sys
 import types
@@ -14,6 +18,8 @@ from helpers import REPO
 
 sys.path.insert(0, str(REPO / 'tools'))
 import benchmark as tool  # noqa: E402
+
+from backbonezoo import benchmarking as bm  # noqa: E402
 
 
 def test_quick_run_writes_report_csv_and_plot(tmp_path: Path):
@@ -28,6 +34,7 @@ def test_quick_run_writes_report_csv_and_plot(tmp_path: Path):
     assert row['command'].startswith('python tools/benchmark.py --models test_resnet')
     report = (tmp_path / 'report.md').read_text()
     assert '| test_resnet | timm | cpu | 64 |' in report and 'GFLOP/s' in report and 'torch ' in report
+    assert report.count('`python tools/benchmark.py --models test_resnet') == 1, 'one Runs line per command'
     assert (tmp_path / 'top1_vs_throughput.png').read_bytes()[:4] == b'\x89PNG'
 
     # A second run merges its rows into the CSV instead of replacing it.
@@ -50,6 +57,9 @@ def test_kernels_section_calls_bench_kernels(tmp_path: Path, monkeypatch):
     assert tool.main(['--section', 'kernels', '--quick', '--out', str(out)]) == 0
     report = (out / 'report.md').read_text()
     assert '## Kernels' in report and '| local_attention | 1.0 |' in report and "'--quick'" in report
+    assert "'--write'" not in report, 'a smoke run leaves the store alone'
+    assert tool.main(['--section', 'kernels', '--out', str(out)]) == 0
+    assert f"'--write', '--out', '{out}'" in (out / 'report.md').read_text(), 'kernel rows go into the same store'
 
 
 def test_reference_pairing():
@@ -116,7 +126,7 @@ def test_bench_kernels_times_and_measures_a_kernel_and_a_whole_backbone():
     by = {(r['case'], r['impl']): r for r in rows}
     assert by['tic-56-k3-d2', 'fast']['peak_mb'] < by['tic-56-k3-d2', 'materialising']['peak_mb']
     text = bench_kernels.goals(rows)
-    assert '- tic-56-k3-d2:' in text and '- biformer_tiny-224x224:' in text
+    assert '- tic-56-k3-d2 (batch 1):' in text and '- biformer_tiny-224x224 (batch 1):' in text
 
 
 # --------------------------------------------------------------------------------------------- GPU settings (issue 19)
@@ -140,7 +150,9 @@ def test_gpu_settings_are_csv_columns_and_part_of_the_key(tmp_path: Path):
 
 
 def test_rows_written_before_the_gpu_columns_read_back(tmp_path: Path):
-    old_columns = [f.name for f in tool.fields(tool.Row)][: tool.fields(tool.Row).index(_field('amp_dtype'))]
+    old_columns = [f.name for f in dataclasses.fields(tool.Row)][
+        : dataclasses.fields(tool.Row).index(_field('amp_dtype'))
+    ]
     row = dict.fromkeys(old_columns, '1')
     row.update(model='m', family='f', impl='zoo', device='cpu', compile='False', amp='True', top1_paper='', date='d')
     with (tmp_path / 'results.csv').open('w', newline='') as handle:
@@ -151,10 +163,11 @@ def test_rows_written_before_the_gpu_columns_read_back(tmp_path: Path):
     assert old.amp_dtype == 'bf16', 'before --amp took a dtype it meant bf16'
     assert (old.channels_last, old.backend, old.deploy, old.note) == (False, '', False, '')
     assert old.train_peak_mb != old.train_peak_mb  # nan
+    assert old.kind == 'model' and not old.backward, 'rows of the former results.csv are model rows'
 
 
 def _field(name: str):
-    return next(f for f in tool.fields(tool.Row) if f.name == name)
+    return next(f for f in dataclasses.fields(tool.Row) if f.name == name)
 
 
 @pytest.mark.parametrize('amp', [None, 'bf16'])
@@ -199,7 +212,9 @@ def test_batch_size_auto_measures_at_the_batch_it_found(tmp_path: Path):
     assert row.batch_size == 4 and 'auto' in row.command
 
 
-def test_deploy_is_optional_and_applied_to_every_implementation(tmp_path: Path, monkeypatch):
+def test_deploy_is_measured_beside_the_eager_implementations(tmp_path: Path, monkeypatch):
+    """--deploy adds one implementation, 'deploy' (deploy() of the zoo's model), timed in the same run as the eager
+    ones, recorded as impl 'deploy' and shown beside them in the report."""
     argv = ['--models', 'test_resnet', '--img-size', '32', '--quick', '--out', str(tmp_path), '--no-memory', '--deploy']
     monkeypatch.setitem(sys.modules, 'backbonezoo.deploy', None)  # the module absent
     with pytest.raises(SystemExit, match='--deploy needs backbonezoo.deploy'):
@@ -213,10 +228,177 @@ def test_deploy_is_optional_and_applied_to_every_implementation(tmp_path: Path, 
 
     monkeypatch.setitem(sys.modules, 'backbonezoo.deploy', types.SimpleNamespace(deploy=deploy))
     assert tool.main(argv) == 0
-    assert deployed == ['ResNet']
-    (row,) = tool.read_rows(tmp_path / 'results.csv')
-    assert row.deploy and row.settings() == '+deploy'
-    assert row.train_img_s != row.train_img_s, 'a deployed model is measured for inference only'
+    assert deployed == ['ResNet'], 'only the deploy implementation is deployed'
+    rows = {r.impl: r for r in tool.read_rows(tmp_path / 'results.csv')}
+    assert set(rows) == {'deploy', 'timm'}
+    assert rows['deploy'].deploy and rows['deploy'].settings() == '' and not rows['timm'].deploy
+    assert math.isnan(rows['deploy'].train_img_s), 'a deployed model is measured for inference only'
+    assert rows['timm'].train_img_s > 0 and rows['timm'].speedup == 1.0, 'the eager model stays the reference'
+    assert rows['deploy'].latency_ms > 0 and rows['deploy'].infer_img_s > 0
+    report = (tmp_path / 'report.md').read_text()
+    side = report.split('## Implementations side by side')[1].split('## Models')[0]
+    assert '| test_resnet | cpu 32 b2 1t | deploy |' in side or '| test_resnet | cpu 32 b2 2t | deploy |' in side
+    assert side.index('| deploy |') < side.index('| timm |')
+
+    def broken(model):
+        raise RuntimeError('deploy: relative error 1e-2 > rtol')
+
+    monkeypatch.setitem(sys.modules, 'backbonezoo.deploy', types.SimpleNamespace(deploy=broken))
+    out = tmp_path / 'broken'
+    assert tool.main([*argv[:-3], str(out), '--no-memory', '--deploy']) == 0, 'a failed deploy skips its row only'
+    assert [r.impl for r in tool.read_rows(out / 'results.csv')] == ['timm']
+
+
+def test_deploy_sits_after_the_zoo_implementation_and_before_the_reference():
+    target = tool.Target('x', 'fam', ('zoo', 'reference'), 224, 80.0, timm_owned=False, peer='fasternet_t0')
+    assert tool._impls_for(target, 'auto', deploy=True) == ('zoo', 'deploy', 'timm:fasternet_t0', 'reference')
+    assert tool._impls_for(target, 'none', deploy=True) == ('deploy', 'zoo')
+    stock = tool.Target('z', 'fam', ('timm',), 224, None, timm_owned=True)
+    assert tool._impls_for(stock, 'auto', deploy=True) == ('deploy', 'timm')
+    assert tool.deploy_source(stock) == 'timm' and tool.deploy_source(target) == 'zoo'
+
+
+def _row(**changes) -> bm.Row:
+    values = dict(
+        model='biformer_tiny', family='biformer', impl='zoo', device='cpu', img_size=224, batch_size=16, threads=2,
+        compile=False, amp=False, params=13_000_000, gmacs=2.2, infer_img_s=20.0, latency_ms=50.0, train_img_s=math.nan,
+        peak_mem_mb=200.0, pct_peak=30.0, speedup=1.0, top1_paper=81.4, matmul_gflops=190.0,
+        date='2026-12-04 00:00 UTC', torch='2.x', timm='1.x', machine='AMD EPYC, 2 cores, Linux',
+        command='python tools/benchmark.py --deploy --models biformer_tiny',
+    )  # fmt: skip
+    values.update(changes)
+    return bm.Row(**values)
+
+
+def test_report_puts_zoo_deploy_official_and_reference_side_by_side(tmp_path: Path):
+    """Every implementation of one setting in one table, in the order zoo, deploy, official, reference, each with
+    img/s, batch-1 latency and peak memory and its ratios against official and reference; rows of another tool (the
+    official comparison) form their own group; the Runs list has one line per command, with its dates."""
+    official_cmd = 'python benchmarks/compare_official.py --official-root /tmp/official'
+    rows = [
+        _row(impl='reference', infer_img_s=10.0, latency_ms=80.0, peak_mem_mb=400.0, date='2026-12-04 00:01 UTC'),
+        _row(impl='deploy', infer_img_s=30.0, latency_ms=40.0, peak_mem_mb=150.0, date='2026-12-04 00:02 UTC'),
+        _row(),
+        _row(impl='official', infer_img_s=15.0, latency_ms=70.0, peak_mem_mb=300.0, command=official_cmd),
+        _row(impl='deploy', infer_img_s=31.0, latency_ms=39.0, peak_mem_mb=140.0, command=official_cmd),
+        _row(model='biformer_small', impl='zoo', date='2026-12-05 10:00 UTC'),  # alone: no side-by-side line
+    ]
+    tool.write_report(tmp_path / 'report.md', rows)
+    report = (tmp_path / 'report.md').read_text()
+    runs = report.split('## Runs')[1].split('##')[0]
+    assert runs.count('`python tools/benchmark.py --deploy --models biformer_tiny`') == 1
+    assert '2026-12-04 00:00-00:02 UTC, 2026-12-05 10:00 UTC (4 rows)' in runs
+    side = report.split('## Implementations side by side')[1].split('## Models')[0]
+    ours = [line for line in side.splitlines() if '| cpu 224 b16 2t |' in line]
+    assert [line.split(' | ')[2] for line in ours] == ['zoo', 'deploy', 'reference']
+    assert ours[1] == '| biformer_tiny | cpu 224 b16 2t | deploy | 30.00 | 40.0 | 150 | - | - | 3.00x | 0.38x |'
+    theirs = [line for line in side.splitlines() if '(compare_official.py)' in line]
+    assert [line.split(' | ')[2] for line in theirs] == ['deploy', 'official']
+    assert theirs[0].endswith('| 31.00 | 39.0 | 140 | 2.07x | 0.47x | - | - |')
+    assert 'biformer_small' not in side
+    models = report.split('## Models')[1]
+    assert models.count('| biformer_tiny | deploy |') == 2 and '| biformer_tiny | official |' in models
+
+
+def test_store_merges_by_key_and_keeps_every_kind(tmp_path: Path):
+    store = tmp_path / 'results.csv'
+    count = bm.count_row(
+        'biformer_tiny', 'biformer', dict(params=13, gmacs=2.2, gmacs_bn_folded=2.1, img_size=[224, 224]), 81.4,
+        'python tools/model_cards.py --measure', '2026-12-04 00:00 UTC',
+    )  # fmt: skip
+    kernel = _row(kind='kernel', model='na-56-k7-d1', impl='fast', command='python tools/bench_kernels.py --write')
+    first = [_row(), _row(impl='reference'), count, kernel]
+    bm.write_rows(store, first)
+    assert [r.key() for r in bm.read_rows(store)] == [r.key() for r in first]
+    newer = _row(infer_img_s=25.0)
+    rows = bm.update_store(store, [newer, _row(impl='deploy')])
+    assert [r.impl for r in rows] == ['zoo', 'reference', 'zoo', 'fast', 'deploy'], 'replaced in place, new appended'
+    assert rows[0].infer_img_s == 25.0
+    assert bm.counts(rows) == {
+        'biformer_tiny': dict(params=13, gmacs=2.2, gmacs_bn_folded=2.1, img_size=[224, 224], uncounted_ops={})
+    }
+    assert [r.model for r in bm.read_rows(store, kind='kernel')] == ['na-56-k7-d1']
+    # the same model and setting measured by another tool is another row, not a replacement
+    other = _row(command='python benchmarks/compare_official.py')
+    assert len(bm.update_store(store, [other])) == 6
+    # --fresh drops the model rows only: the kernel and count rows stay in the store
+    argv = ['--models', 'test_resnet', '--img-size', '32', '--quick', '--no-memory', '--no-train', '--fresh']
+    assert tool.main([*argv, '--out', str(tmp_path), '--threads', '1']) == 0
+    assert sorted(r.kind for r in bm.read_rows(store)) == ['count', 'kernel', 'model']
+
+
+def test_interleaved_times_runs_round_robin_at_the_asked_thread_count():
+    calls = []
+    fns = {'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}
+    times = bm.interleaved_times(fns, repeats=3, warmup=1)
+    assert calls == ['a', 'b'] * 4, 'one warm-up round, then three rounds, alternating'
+    assert set(times) == {'a', 'b'} and all(len(t) == 3 and min(t) >= 0 for t in times.values())
+    calls.clear()
+    fast = bm.interleaved_times({'a': lambda: calls.append('a')}, repeats=2, warmup=0, min_time_s=0.01, max_repeats=9)
+    assert len(fast['a']) == 9, 'fast functions get more rounds, up to max_repeats'
+    # the calls run at the asked thread count, restored afterwards (as torch.utils.benchmark.Timer does)
+    seen = []
+    torch_threads = torch.get_num_threads()
+    bm.interleaved_times({'t': lambda: seen.append(torch.get_num_threads())}, repeats=1, warmup=0, threads=1)
+    assert seen == [1] and torch.get_num_threads() == torch_threads
+    assert bm.median_time(lambda: None, 3, 1) >= 0
+    assert bm.matmul_gflops('cpu', 128, min_run_time=0.01) > 0
+
+
+def test_both_benchmarks_share_the_timing_loop_and_the_memory_probe(monkeypatch):
+    """tools/benchmark.py and tools/bench_kernels.py time through backbonezoo.benchmarking.interleaved_times and
+    measure through its PeakMemory; bench_kernels imports the package, never another script via sys.path."""
+    import bench_kernels
+
+    assert tool.PeakMemory is bm.PeakMemory and tool.median_time is bm.median_time
+    assert tool.interleaved_medians is bm.interleaved_medians and tool.Row is bm.Row
+    assert 'sys.path' not in inspect.getsource(bench_kernels)
+    spy = []
+    real = bm.interleaved_times
+
+    def spying(fns, *args, **kwargs):
+        spy.append(sorted(fns))
+        return real(fns, *args, **kwargs)
+
+    monkeypatch.setattr(bm, 'interleaved_times', spying)
+    rows = bench_kernels.time_worker('window7-14x14', ['fast', 'partition_sdpa'], 1, 1, 1, False)
+    assert spy == [['fast', 'partition_sdpa']] and {r['impl'] for r in rows} == {'fast', 'partition_sdpa'}
+    target = tool.Target('test_resnet', 'timm', ('timm',), 32, None, True)
+    args = types.SimpleNamespace(
+        device='cpu', batch_size=2, channels_last=False, backend=None, compile=False, amp=None, repeats=1, warmup=0,
+        deploy=False,
+    )  # fmt: skip
+    tool.interleaved_inference(target, ('timm',), args)
+    assert spy[-1] == [('timm', 'batch'), ('timm', 'single')]
+
+
+def test_peak_memory_sees_an_allocation_on_cpu():
+    with bm.PeakMemory('cpu') as peak:
+        block = torch.ones(64, 2**20 // 4)  # 64 MB, written
+        del block
+    assert peak.mb >= 48, peak.mb
+
+
+def test_kernel_rows_go_to_the_store_and_render_kernels_md(tmp_path: Path):
+    import bench_kernels
+
+    measured = [
+        dict(case='tic-56-k3-d2', impl='fast', batch=4, ms=5.0, min_ms=4.5, peak_mb=28.0),
+        dict(case='tic-56-k3-d2', impl='materialising', batch=4, ms=25.0, min_ms=20.0, peak_mb=70.0),
+        dict(case='biformer_tiny-800x1216-n16', impl='fast', batch=1, ms=1000.0, min_ms=990.0, peak_mb=260.0),
+        dict(case='biformer_tiny-800x1216-n16', impl='materialising', batch=1, ms=2500.0, min_ms=2400.0, peak_mb=700.0),
+        dict(case='na-56-k7-d1', impl='fast', batch=4, error='worker failed'),
+    ]  # fmt: skip
+    rows = bench_kernels.to_store_rows(measured, 2, False, 'python tools/bench_kernels.py --write')
+    assert [r.kind for r in rows] == ['kernel'] * 4, 'failed cases are not stored'
+    assert {r.family for r in rows} == {'kernels', 'biformer'}
+    stored = bm.update_store(tmp_path / 'results.csv', rows)
+    assert bench_kernels.main(['--render', '--out', str(tmp_path)]) == 0
+    page = (tmp_path / 'kernels.md').read_text()
+    assert page == bench_kernels.render_kernels_md(stored)
+    assert '| tic-56-k3-d2 | 4 | fast | 5.0 | 4.5 | 28.0 | 0.20x | 0.40x |' in page
+    assert '- biformer_tiny-800x1216-n16 (batch 1): 2.5x faster, 0.37x the peak memory' in page
+    assert page.count('`python tools/bench_kernels.py --write`') == 1
 
 
 def _gpu_row(**changes) -> tool.Row:

@@ -2,7 +2,8 @@
 """Kernels section of the benchmark: local / routing attention, fast path vs reference vs what the official code does.
 
     python tools/bench_kernels.py                 # markdown table on stdout
-    python tools/bench_kernels.py --write         # also rewrites benchmarks/kernels.md (--append: adds to it)
+    python tools/bench_kernels.py --write         # rows into benchmarks/results.csv, kernels.md rewritten from it
+    python tools/bench_kernels.py --render        # only rewrite benchmarks/kernels.md from the store
     python tools/bench_kernels.py --quick         # batch 1, fewer repeats (smoke run)
     python tools/benchmark.py --section kernels   # the same, inside the full report
 
@@ -22,8 +23,11 @@ issue's goal is stated. Implementations:
 
 Times: one process per case calls the implementations round-robin (so load swings hit them alike) and reports the
 median and minimum of ``--repeats`` calls after a warm-up (fast cases get more calls: ~2 s of the slowest
-implementation, at most 200). Peak memory: one fresh process per (case, implementation), increase of the
-process's max RSS over one call (inputs already allocated). fp32, eval (``torch.no_grad()``); ``--backward``
+implementation, at most 200): ``backbonezoo.benchmarking.interleaved_times``, the loop ``tools/benchmark.py`` uses
+(each call on ``torch.utils.benchmark.Timer``'s clock). Peak memory: one fresh process per (case, implementation),
+increase of the process's max RSS over one call (inputs already allocated; ``backbonezoo.benchmarking.PeakMemory``).
+Rows go into the results store (``benchmarks/results.csv``, kind ``kernel``) with ``--write``; ``kernels.md`` is
+rendered from the store. fp32, eval (``torch.no_grad()``); ``--backward``
 times forward + backward instead. Single figures on a shared machine vary: compare ratios of one run. On a loaded
 machine use ``--threads 1``: two OpenMP threads fighting other processes for two cores stall at every barrier
 (a 0.5 ms call then takes 300 ms).
@@ -34,12 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,9 +248,9 @@ def _partition_sdpa(case: dict):
 
 def _model_callable(case: dict, impl: str):
     import timm
-    from benchmark import kernel_backend  # this folder's model benchmark
 
     import backbonezoo  # noqa: F401  (registers the zoo's models)
+    from backbonezoo.benchmarking import kernel_backend
 
     model = timm.create_model(case['model'], features_only=True, **case['kwargs']).eval()
     backend = 'reference' if impl == 'materialising' else 'auto'  # 'auto': an outer setting must not leak in
@@ -299,56 +300,34 @@ def _caller(case: dict, impl: str, inputs: list, backward: bool):
 
 
 def memory_worker(name: str, impl: str, batch: int, threads: int, backward: bool) -> dict:
-    """Peak RSS increase (MB) of one call in this (fresh) process, inputs already allocated."""
+    """Peak memory increase (MB) of one call in this (fresh) process, inputs already allocated
+    (``backbonezoo.benchmarking.PeakMemory``: the RSS high-water mark, reset when the block begins)."""
     import torch
+
+    from backbonezoo.benchmarking import PeakMemory
 
     torch.set_num_threads(threads)
     case = CASES[name]
     call = _caller(case, impl, _inputs(case, batch, backward), backward)
-    peak = _peak_rss_reader()  # building a model can peak above its forward: measure from here
-    before = peak()
-    call()
-    return dict(case=name, impl=impl, peak_mb=(peak() - before) / 1024)
-
-
-def _peak_rss_reader():
-    """A function returning the process's peak RSS in kB, reset to the current RSS where Linux allows it
-    (``5 > /proc/self/clear_refs`` resets VmHWM); else ``ru_maxrss``, which only counts peaks above earlier ones."""
-    status = Path('/proc/self/status')
-
-    def hwm() -> int:
-        line = next(line for line in status.read_text().splitlines() if line.startswith('VmHWM:'))
-        return int(line.split()[1])
-
-    try:
-        Path('/proc/self/clear_refs').write_text('5')
-        hwm()
-    except (OSError, StopIteration):
-        return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return hwm
+    with PeakMemory('cpu') as peak:  # building a model can peak above its forward: measure from here
+        call()
+    return dict(case=name, impl=impl, peak_mb=peak.mb)
 
 
 def time_worker(name: str, impls: list[str], batch: int, repeats: int, threads: int, backward: bool) -> list[dict]:
-    """Median / min ms per implementation, calls interleaved round-robin so that load swings hit all alike."""
+    """Median / min ms per implementation, calls interleaved round-robin so that load swings hit all alike
+    (``backbonezoo.benchmarking.interleaved_times``, the model benchmark's loop). Fast cases get more calls (about
+    2 s of the slowest implementation, at most 200) so that load spikes do not decide."""
     import torch
+
+    from backbonezoo.benchmarking import interleaved_times
 
     torch.set_num_threads(threads)
     case = CASES[name]
     inputs = _inputs(case, batch, backward)
     calls = {impl: _caller(case, impl, inputs, backward) for impl in impls}
-    times = {impl: [] for impl in impls}
-    slowest = 0.0
-    for call in calls.values():  # warm-up (index tables, allocator)
-        start = time.perf_counter()
-        call()
-        slowest = max(slowest, time.perf_counter() - start)
-    # fast cases get more calls (about 2 s of the slowest implementation) so that load spikes do not decide
-    for _ in range(max(repeats, min(200, int(2.0 / max(slowest, 1e-6))))):
-        for impl, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[impl].append((time.perf_counter() - start) * 1e3)
-    return [dict(case=name, impl=i, ms=statistics.median(t), min_ms=min(t)) for i, t in times.items()]
+    times = interleaved_times(calls, repeats, warmup=1, min_time_s=2.0, max_repeats=200, threads=threads)
+    return [dict(case=name, impl=i, ms=statistics.median(t) * 1e3, min_ms=min(t) * 1e3) for i, t in times.items()]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -363,6 +342,11 @@ def _worker_json(args: list[str]):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def case_batch(name: str, batch: int) -> int:
+    """The batch a case runs at: whole-backbone cases have their own (1), the others take ``--batch``."""
+    return CASES[name].get('batch', batch) if CASES[name]['op'] == 'model' else batch
+
+
 def run(
     cases: list[str] | None = None,
     impls: tuple[str, ...] = IMPLS,
@@ -371,7 +355,7 @@ def run(
     threads: int | None = None,
     backward: bool = False,
 ) -> list[dict]:
-    """Rows (case, impl, ms, min_ms, peak_mb): times from one process per case (interleaved), memory from one
+    """Rows (case, impl, batch, ms, min_ms, peak_mb): times from one process per case (interleaved), memory from one
     fresh process per (case, implementation)."""
     threads = threads or min(2, os.cpu_count() or 1)
     common = ['--batch', str(batch), '--threads', str(threads)] + (['--backward'] if backward else [])
@@ -381,9 +365,10 @@ def run(
         try:
             timed = _worker_json(['--time-worker', name, *chosen, '--repeats', str(repeats), *common])
         except RuntimeError as error:
-            rows += [dict(case=name, impl=impl, error=str(error)) for impl in chosen]
+            rows += [dict(case=name, impl=impl, batch=case_batch(name, batch), error=str(error)) for impl in chosen]
             continue
         for row in timed:
+            row['batch'] = case_batch(name, batch)
             try:
                 row.update(_worker_json(['--memory-worker', name, row['impl'], *common]))
             except RuntimeError as error:
@@ -392,34 +377,88 @@ def run(
     return rows
 
 
-def _baseline(rows: list[dict], name: str) -> dict | None:
-    by_impl = {r['impl']: r for r in rows if r['case'] == name and 'error' not in r}
+# ---------------------------------------------------------------------------------------------------------------------
+# The results store: rows of kind 'kernel' (backbonezoo.benchmarking), rendered into benchmarks/kernels.md.
+
+
+def _family_of_case(name: str) -> str:
+    case = CASES.get(name, {})
+    return case['model'].split('_')[0] if case.get('op') == 'model' else 'kernels'
+
+
+def to_store_rows(rows: list[dict], threads: int, backward: bool, command: str, note: str = '') -> list:
+    """Store rows (kind 'kernel') of one run's measured rows; rows with an error are left out."""
+    import datetime
+
+    import timm
+    import torch
+
+    from backbonezoo.benchmarking import Row, device_name, machine_name
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    nan = float('nan')
+    stored = []
+    for row in rows:
+        if 'error' in row:
+            continue
+        case = CASES[row['case']]
+        detail = json.dumps({'op': case['op'], 'hw': list(case['hw'])})
+        stored.append(
+            Row(
+                model=row['case'], family=_family_of_case(row['case']), impl=row['impl'], device='cpu',
+                img_size=case['hw'][0], batch_size=row['batch'], threads=threads, compile=False, amp=False, params=0,
+                gmacs=nan, infer_img_s=nan, latency_ms=row['ms'], train_img_s=nan, peak_mem_mb=row['peak_mb'],
+                pct_peak=nan, speedup=nan, top1_paper=None, matmul_gflops=nan, date=date, torch=torch.__version__,
+                timm=timm.__version__, machine=machine_name(), command=command, device_name=device_name(
+                    torch.device('cpu')), note=note, kind='kernel', backward=backward, min_ms=row['min_ms'],
+                detail=detail,
+            )
+        )  # fmt: skip
+    return stored
+
+
+def from_store_rows(rows) -> list[dict]:
+    """The measured rows (case, impl, batch, ms, min_ms, peak_mb) of the store's kernel rows."""
+    return [
+        dict(case=r.model, impl=r.impl, batch=r.batch_size, ms=r.latency_ms, min_ms=r.min_ms, peak_mb=r.peak_mem_mb)
+        for r in rows
+    ]
+
+
+def _baseline(rows: list[dict], name: str, batch: int | None = None) -> dict | None:
+    by_impl = {r['impl']: r for r in rows if r['case'] == name and 'error' not in r and batch in (None, r.get('batch'))}
     return by_impl.get('partition_sdpa') or by_impl.get('materialising')
 
 
-def markdown(rows: list[dict], batch: int, threads: int, backward: bool, command: str) -> str:
+def markdown(rows: list[dict], threads: int, backward: bool, header: str = '') -> str:
+    """The table of one run's rows (or the store's rows of one thread count and mode)."""
     mode = 'forward + backward' if backward else 'forward (no_grad)'
     lines = [
-        f'Local / routing attention, fp32, batch {batch}, {threads} threads, {mode}; '
-        f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {_torch_version()}. '
-        "Peak = increase of a fresh process's peak RSS over one call (model cases: batch 1, after building the "
-        'model). x = relative to the baseline (materialising, or '
+        f"Local / routing attention, fp32, {threads} threads, {mode}. Peak = increase of a fresh process's peak RSS "
+        'over one call (model cases: after building the model). x = relative to the baseline (materialising, or '
         'partition + SDPA for blocked windows): time ratio < 1 is faster, memory ratio < 1 is smaller.',
         '',
-        f'Command: `{command}`',
-        '',
-        '| case | implementation | median ms | min ms | peak MB | time vs baseline | memory vs baseline |',
-        '|---|---|---|---|---|---|---|',
+        *([header, ''] if header else []),
+        '| case | batch | implementation | median ms | min ms | peak MB | time vs baseline | memory vs baseline |',
+        '|---|---|---|---|---|---|---|---|',
     ]
-    for row in rows:
+    order = {name: i for i, name in enumerate(CASES)}
+    impl_order = {impl: i for i, impl in enumerate(IMPLS)}
+    ordered = sorted(
+        rows, key=lambda r: (order.get(r['case'], len(order)), r.get('batch', 0), impl_order.get(r['impl'], 9))
+    )
+    for row in ordered:
+        batch = row.get('batch', '')
         if 'error' in row:
-            lines.append(f'| {row["case"]} | {row["impl"]} | error: {row["error"][:80]} | | | | |')
+            lines.append(f'| {row["case"]} | {batch} | {row["impl"]} | error: {row["error"][:80]} | | | | |')
             continue
-        base = _baseline(rows, row['case'])
+        base = _baseline(rows, row['case'], row.get('batch'))
         ratio_t = f'{row["ms"] / base["ms"]:.2f}x' if base else ''
         ratio_m = f'{row["peak_mb"] / base["peak_mb"]:.2f}x' if base and base['peak_mb'] > 0 else ''
         times = f'{row["ms"]:.1f} | {row["min_ms"]:.1f}'
-        lines.append(f'| {row["case"]} | {row["impl"]} | {times} | {row["peak_mb"]:.1f} | {ratio_t} | {ratio_m} |')
+        lines.append(
+            f'| {row["case"]} | {batch} | {row["impl"]} | {times} | {row["peak_mb"]:.1f} | {ratio_t} | {ratio_m} |'
+        )
     return '\n'.join(lines) + '\n'
 
 
@@ -427,29 +466,69 @@ def goals(rows: list[dict]) -> str:
     """The issue's goals for the fast path, checked on these rows (median times)."""
     lines = ['', 'Goals (fast path, median times):', '']
     for name, case in CASES.items():
-        by_impl = {r['impl']: r for r in rows if r['case'] == name and 'error' not in r}
-        fast, base = by_impl.get('fast'), _baseline(rows, name)
-        if not fast or not base:
-            continue
-        t, m = fast['ms'] / base['ms'], fast['peak_mb'] / base['peak_mb'] if base['peak_mb'] > 0 else float('nan')
-        if case['op'] in ('routing', 'model') or case['stride'] == 1:
-            ok = 1 / t >= 2 and m <= 0.5
-            verdict = (
-                f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (goal >= 2x, <= 0.5x): '
-                f'{"met" if ok else "NOT met"}'
-            )
-        elif case['kernel'] == case['stride']:
-            verdict = f'time {t:.2f}x partition + SDPA (goal <= 1.2x): {"met" if t <= 1.2 else "NOT met"}'
-        else:
-            verdict = f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (no stated goal)'
-        lines.append(f'- {name}: {verdict}')
+        for batch in sorted({r.get('batch') for r in rows if r['case'] == name}, key=str):
+            by_impl = {r['impl']: r for r in rows if r['case'] == name and r.get('batch') == batch and 'error' not in r}
+            fast, base = by_impl.get('fast'), _baseline(rows, name, batch)
+            if not fast or not base:
+                continue
+            t = fast['ms'] / base['ms']
+            m = fast['peak_mb'] / base['peak_mb'] if base['peak_mb'] > 0 else float('nan')
+            if case['op'] in ('routing', 'model') or case['stride'] == 1:
+                ok = 1 / t >= 2 and m <= 0.5
+                verdict = (
+                    f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (goal >= 2x, <= 0.5x): '
+                    f'{"met" if ok else "NOT met"}'
+                )
+            elif case['kernel'] == case['stride']:
+                verdict = f'time {t:.2f}x partition + SDPA (goal <= 1.2x): {"met" if t <= 1.2 else "NOT met"}'
+            else:
+                verdict = f'{1 / t:.1f}x faster, {m:.2f}x the peak memory of materialising (no stated goal)'
+            lines.append(f'- {name} (batch {batch}): {verdict}')
     return '\n'.join(lines) + '\n'
 
 
-def _torch_version() -> str:
-    import torch
+READING = """## Reading
 
-    return torch.__version__
+- Times are interleaved round-robin within one process per case (`backbonezoo.benchmarking.interleaved_times`);
+  memory comes from one fresh process per case and implementation (`backbonezoo.benchmarking.PeakMemory`). Single
+  figures on a shared machine vary: compare the ratios of one run (one command above).
+- Routing attention: the gain grows with the number of routed regions. With topk 1 (BiFormer stage 1) the official
+  path's gather copies each key region once, which is what any path must read, so the fast path cannot be much
+  faster there; topk 16 routes a small map to most regions and runs as one masked all-pairs attention.
+- Whole BiFormer backbones at 224: the linear layers and convolutions dominate the time (profile:
+  `benchmarks/profiles/biformer_tiny__zoo.md`); the routing gain shows at the dense-task sizes.
+- NATTEN's CPU path is not measured: natten does not install in the project environment (CPU-only torch; the
+  families' notes say `na2d_qk` / `na2d_av` were removed in NATTEN 0.20).
+"""
+
+
+def render_kernels_md(store_rows) -> str:
+    """``benchmarks/kernels.md`` from the store's kernel rows: one table per thread count and mode, its runs, goals."""
+    from backbonezoo.benchmarking import runs
+
+    lines = [
+        '# Kernel benchmark',
+        '',
+        'Written by `tools/bench_kernels.py --write` from `benchmarks/results.csv` (rows of kind `kernel`; do not edit '
+        'by hand). Method: the docstring of `tools/bench_kernels.py`.',
+        '',
+    ]
+    kernel_rows = [r for r in store_rows if r.kind == 'kernel']
+    if not kernel_rows:
+        return (
+            '\n'.join([*lines, 'No kernel rows in the store yet: run `python tools/bench_kernels.py --write`.']) + '\n'
+        )
+    for backward, threads in sorted({(r.backward, r.threads) for r in kernel_rows}):
+        group = [r for r in kernel_rows if (r.backward, r.threads) == (backward, threads)]
+        mode = 'Forward + backward' if backward else 'Forward'
+        lines += [f'## {mode}, {threads} threads', '', 'Runs:', '']
+        for run in runs(group):
+            notes = sorted({r.note for r in group if r.command == run['command'] and r.note})
+            note = ''.join(f'; {n}' for n in notes)
+            lines.append(f'- `{run["command"]}` on {run["machine"]}; torch {run["torch"]}; {run["dates"]}{note}')
+        lines += ['', markdown(from_store_rows(group), threads, backward).rstrip('\n'), goals(from_store_rows(group))]
+    lines.append(READING)
+    return '\n'.join(lines).rstrip('\n') + '\n'
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -461,8 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: all cores, at most 2)')
     parser.add_argument('--backward', action='store_true', help='time forward + backward')
     parser.add_argument('--quick', action='store_true', help='smoke run: batch 1, 2 repeats')
-    parser.add_argument('--write', action='store_true', help='rewrite benchmarks/kernels.md with the table')
-    parser.add_argument('--append', action='store_true', help='append the table to benchmarks/kernels.md')
+    parser.add_argument(
+        '--write',
+        action='store_true',
+        help='merge the rows into the results store (OUT/results.csv) and rewrite OUT/kernels.md from it',
+    )
+    parser.add_argument('--append', action='store_true', help='the same as --write (rows always merge)')
+    parser.add_argument('--render', action='store_true', help='only rewrite OUT/kernels.md from the store')
+    parser.add_argument('--out', type=Path, default=REPO / 'benchmarks', help='folder of results.csv / kernels.md')
     parser.add_argument('--memory-worker', nargs=2, metavar=('CASE', 'IMPL'), help=argparse.SUPPRESS)
     parser.add_argument('--time-worker', nargs='+', metavar='CASE_THEN_IMPLS', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -476,18 +561,20 @@ def main(argv: list[str] | None = None) -> int:
         name, *impls = args.time_worker
         print(json.dumps(time_worker(name, impls, batch, repeats, threads, args.backward)))
         return 0
+    from backbonezoo.benchmarking import read_rows, update_store
+
+    store, page = args.out / 'results.csv', args.out / 'kernels.md'
+    if args.render:
+        page.write_text(render_kernels_md(read_rows(store)))
+        print(f'wrote {page}')
+        return 0
     rows = run(args.cases, tuple(args.impls), batch, repeats, threads, args.backward)
     command = 'python tools/bench_kernels.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
-    table = markdown(rows, batch, threads, args.backward, command.strip()) + goals(rows)
-    print(table)
+    print(markdown(rows, threads, args.backward, f'Command: `{command.strip()}`') + goals(rows))
     if args.write or args.append:
-        path = REPO / 'benchmarks' / 'kernels.md'
-        path.parent.mkdir(exist_ok=True)
-        if args.append and path.is_file():
-            path.write_text(path.read_text() + '\n' + table)
-        else:
-            header = '# Kernel benchmark\n\nGenerated by `tools/bench_kernels.py --write` (method: its docstring).\n\n'
-            path.write_text(header + table)
+        stored = update_store(store, to_store_rows(rows, threads, args.backward, command.strip()))
+        page.write_text(render_kernels_md(stored))
+        print(f'wrote {store} and {page}')
     return 0
 
 

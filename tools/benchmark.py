@@ -2,10 +2,12 @@
 """Benchmark zoo models side by side with their reference: params, GMACs, throughput, latency, memory.
 
     python tools/benchmark.py --models 'efficientvit_*' --threads 2
+    python tools/benchmark.py --deploy --no-train --models biformer_tiny   # zoo, deploy and reference side by side
     python tools/benchmark.py --section kernels
     python tools/benchmark.py --device cuda --amp bf16 --channels-last --batch-size 64 --models 'biformer_*'
     python tools/benchmark.py --device cuda --batch-size auto --mem-cap-gb 40 --models overlock_xt
     python tools/benchmark.py --gpu-report     # rewrite benchmarks/gpu.md from the CSV, measure nothing
+    python tools/benchmark.py --render         # rewrite report.md, gpu.md and the plot from the CSV
 
 Per model (``--models`` fnmatch patterns over ``backbonezoo.list_models()``; plain timm names work too):
 parameters, GMACs per image (``backbonezoo.flops``: 1 multiply-add = 1 MAC, softmax / elementwise not counted),
@@ -14,17 +16,20 @@ inference throughput at batch B and batch-1 latency (medians over repeats after 
 one batch-B forward, in a fresh process; CUDA: ``torch.cuda.max_memory_allocated`` over the built model, in
 process) and the training step's peak (CUDA: everything allocated, model and optimizer state included; CPU: RSS
 increase), and % of this machine's fp32 matmul peak (a 2048^3 matmul measured in the same run; GMACs count 2
-FLOPs each). CUDA times come from CUDA events around each call (``torch.cuda.Event``), synchronised before reading.
+FLOPs each). Times come from ``backbonezoo.benchmarking.interleaved_times`` (round-robin calls on the clock of
+``torch.utils.benchmark.Timer``: the device synchronised before it is read), memory from its ``PeakMemory``: the
+loop and the probe ``tools/bench_kernels.py`` uses too.
 
 Settings: ``--device cpu|cuda[:N]``, ``--amp bf16|fp16`` (autocast; bf16 works on CPU too), ``--channels-last``,
 ``--compile``, ``--backend auto|torch|triton|reference`` (the kernel backend of the zoo's implementation; the
-'reference' row keeps the reference), ``--deploy`` (``backbonezoo.deploy.deploy(model)`` on every implementation
-before timing; inference only), ``--batch-size auto`` (doubling from 1 up to ``--max-batch-size`` while the
-training step, or the forward with ``--no-train``, stays under ``--mem-cap-gb``; one batch for all of a model's
-implementations). Each setting is a column of the CSV and part of a row's key. Rows measured on a GPU also go
-into ``OUT/gpu.md`` (img/s and peak memory per family and variant, beside the official implementation where
-``benchmarks/gpu_measure.py`` measured one). Each model is measured against its reference in the same process,
-their inference calls alternated round-robin so that a shared machine's load swings hit both alike:
+'reference' row keeps the reference), ``--deploy`` (one more implementation, 'deploy':
+``backbonezoo.deploy.deploy`` of the zoo's model, timed in the same round-robin; inference only), ``--batch-size
+auto`` (doubling from 1 up to ``--max-batch-size`` while the training step, or the forward with ``--no-train``,
+stays under ``--mem-cap-gb``; one batch for all of a model's implementations). Each setting is a column of the
+CSV and part of a row's key. Rows measured on a GPU also go into ``OUT/gpu.md`` (img/s and peak memory per family
+and variant, beside the official implementation where ``benchmarks/gpu_measure.py`` measured one). Each model is
+measured against its reference in the same process, their inference calls alternated round-robin so that a shared
+machine's load swings hit both alike:
 
 - timm-owned families (``Family.timm_owned``): timm's stock model ('timm') vs the family's kernel-backed version
   ('zoo', from ``to_kernel_backed(model)`` in the family module, when it has one);
@@ -34,9 +39,11 @@ their inference calls alternated round-robin so that a shared machine's load swi
   (``Family.extra['benchmark_peers'] = {variant: timm_name}``, e.g. PATNet vs timm's FasterNet of the same tier):
   that row's implementation is ``timm:<name>``, with its own params and GMACs.
 
-Results are merged into ``OUT/results.csv`` (rows keyed by model, implementation and settings) and
-``OUT/report.md`` plus ``OUT/top1_vs_throughput.png`` are rewritten from it. Single figures on a shared 2-core
-machine vary by 10-30 % between sittings: compare ratios measured in one run.
+Results are merged into ``OUT/results.csv``, the results store (``backbonezoo.benchmarking``: rows keyed by model,
+implementation and settings; it also holds the kernel benchmark's and the model cards' rows), and ``OUT/report.md``
+plus ``OUT/top1_vs_throughput.png`` are rewritten from it. The report lists the implementations side by side (zoo,
+deploy, official where ``benchmarks/`` recorded one, reference): img/s, batch-1 latency, peak memory and ratios.
+Single figures on a shared 2-core machine vary by 10-30 % between sittings: compare ratios measured in one run.
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import csv
 import datetime
 import fnmatch
 import functools
@@ -52,14 +58,11 @@ import importlib
 import json
 import math
 import os
-import platform
 import shlex
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -67,166 +70,37 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-KERNEL_ENV = 'BACKBONEZOO_KERNEL_BACKEND'
+# The store, its schema and the shared timing loop / memory probe live in the package; the names stay importable from
+# here (benchmarks/gpu_measure.py uses them).
+from backbonezoo.benchmarking import (  # noqa: E402
+    KERNEL_ENV,
+    PeakMemory,
+    Row,
+    comparison_table,
+    device_name,
+    impl_rank,
+    interleaved_medians,
+    kernel_backend,
+    machine_name,
+    matmul_gflops,
+    median_time,
+    merge_rows,
+    read_rows,
+    runs,
+    write_rows,
+)
+
+__all__ = ['KERNEL_ENV', 'PeakMemory', 'Row', 'device_name', 'kernel_backend', 'machine_name', 'median_time']
+__all__ += ['read_rows', 'write_rows', 'interleaved_medians', 'main']
+
 CSV_NAME, REPORT_NAME, PLOT_NAME = 'results.csv', 'report.md', 'top1_vs_throughput.png'
 
 
-@dataclass
-class Row:
-    """One (model, implementation, settings) measurement; the CSV's columns."""
-
-    model: str
-    family: str
-    # 'zoo' (what backbonezoo runs), 'timm' (timm's stock model), 'reference' (kernels' reference path) or
-    # 'timm:<name>' (a peer timm model the family is measured against)
-    impl: str
-    device: str
-    img_size: int
-    batch_size: int
-    threads: int
-    compile: bool
-    amp: bool
-    params: int
-    gmacs: float
-    infer_img_s: float
-    latency_ms: float
-    train_img_s: float
-    peak_mem_mb: float
-    pct_peak: float
-    speedup: float  # infer img/s over the reference row ('reference' / 'timm') of the same run (1.0 for it)
-    top1_paper: float | None
-    matmul_gflops: float
-    date: str
-    torch: str
-    timm: str
-    machine: str
-    command: str
-    # added with the GPU settings (older CSV rows read back with these defaults)
-    amp_dtype: str = ''  # 'bf16' / 'fp16' when amp, else ''
-    channels_last: bool = False
-    backend: str = ''  # the zoo implementation's kernel backend ('' = the default, 'auto')
-    deploy: bool = False
-    train_peak_mb: float = math.nan  # the training step's peak (see the module docstring)
-    device_name: str = ''  # 'NVIDIA H200', or the CPU
-    note: str = ''  # e.g. an official row's output difference against ours (benchmarks/gpu_measure.py)
-
-    def key(self) -> tuple:
-        return (
-            self.model,
-            self.impl,
-            self.device,
-            self.img_size,
-            self.batch_size,
-            self.threads,
-            self.compile,
-            self.amp,
-            self.amp_dtype,
-            self.channels_last,
-            self.backend,
-            self.deploy,
-        )
-
-    def settings(self) -> str:
-        """'+compile+bf16+cl+torch+deploy': the settings besides device, size and batch, as the reports print them."""
-        parts = ['compile'] if self.compile else []
-        if self.amp:
-            parts.append(self.amp_dtype or 'bf16')
-        if self.channels_last:
-            parts.append('cl')
-        if self.backend and self.backend != 'auto':
-            parts.append(f'backend={self.backend}')
-        if self.deploy:
-            parts.append('deploy')
-        return ''.join(f'+{p}' for p in parts)
-
-
 # --------------------------------------------------------------------------------------------- environment
-def machine_name(device: torch.device | None = None) -> str:
-    """The CPU (cores, OS); with a CUDA device, the GPU first."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    name = f'{cpu}, {os.cpu_count()} cores, {platform.system()}'
-    if device is not None and device.type == 'cuda':
-        name = f'{device_name(device)}; {name}'
-    return name
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return machine_name().split(',')[0]
-
-
-@contextlib.contextmanager
-def kernel_backend(backend: str | None):
-    """Set ``BACKBONEZOO_KERNEL_BACKEND`` for the block (None: leave it as it is)."""
-    if backend is None:
-        yield
-        return
-    old = os.environ.get(KERNEL_ENV)
-    os.environ[KERNEL_ENV] = backend
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(KERNEL_ENV, None)
-        else:
-            os.environ[KERNEL_ENV] = old
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def timed_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds ``fn`` takes: CUDA events recorded around it on the current stream (the GPU's own clock, read after
-    synchronising), wall time on CPU."""
-    if device.type == 'cuda':
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    start_s = time.perf_counter()
-    fn()
-    return time.perf_counter() - start_s
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
-    """Median time of ``fn`` in seconds over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = [timed_call(fn, device) for _ in range(max(1, repeats))]
-    return statistics.median(times)
-
-
-def interleaved_medians(fns: dict, repeats: int, warmup: int, device: torch.device) -> dict:
-    """Median wall time (s) of each function, called round-robin so that load swings and thermal or frequency drift
-    hit every implementation alike (timing one after the other let a shared machine's noise decide the ratio)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    synchronize(device)
-    times: dict = {name: [] for name in fns}
-    for _ in range(max(1, repeats)):
-        for name, fn in fns.items():
-            times[name].append(timed_call(fn, device))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def matmul_peak_gflops(device: torch.device, size: int = 2048, repeats: int = 3) -> float:
-    """fp32 GFLOP/s of a size^3 matmul: the ceiling the '% of peak' column is measured against."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    seconds = median_time(lambda: a @ b, repeats, 1, device)
-    return 2 * size**3 / seconds / 1e9
+    """fp32 GFLOP/s of a size^3 matmul: the ceiling the '% of peak' column is measured against
+    (``backbonezoo.benchmarking.matmul_gflops``: ``torch.utils.benchmark.Timer``)."""
+    return matmul_gflops(device, size, min_run_time=0.1 * repeats)
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -279,14 +153,19 @@ def _kernel_backed_fn(family) -> Callable | None:
 
 
 def build_model(
-    target: Target, impl: str, device: torch.device, channels_last: bool = False, deploy: bool = False
+    target: Target, impl: str, device: torch.device, channels_last: bool = False, check: bool = True
 ) -> torch.nn.Module:
-    """The model an implementation runs: timm's stock model, its kernel-backed version, or the zoo model; in eval
-    mode, channels-last and through ``backbonezoo.deploy.deploy`` when asked."""
+    """The model an implementation runs, in eval mode (channels-last when asked): timm's stock model, its
+    kernel-backed version, the zoo model, or ('deploy') ``backbonezoo.deploy.deploy`` of the zoo's implementation
+    (``check=False``: without deploy's output check, whose forward would pre-grow a memory probe's heap)."""
     import timm
 
     import backbonezoo
 
+    if impl == 'deploy':
+        source = build_model(target, deploy_source(target), device)
+        model = deploy_fn()(source) if check else deploy_fn()(source, check=False)
+        return model.to(memory_format=torch.channels_last) if channels_last else model
     name = impl.removeprefix('timm:') if impl.startswith('timm:') else target.model
     kwargs = {}
     cfg_size = timm.models.get_pretrained_cfg(name)
@@ -300,8 +179,6 @@ def build_model(
         converted = _kernel_backed_fn(backbonezoo.get_family(target.family))(model)
         model = converted if converted is not None else model
     model = model.to(device).eval()
-    if deploy:
-        model = deploy_fn()(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -318,6 +195,12 @@ def deploy_fn() -> Callable[[torch.nn.Module], torch.nn.Module]:
     if not hasattr(module, 'deploy'):
         raise SystemExit('error: --deploy: backbonezoo.deploy has no deploy(model) function')
     return module.deploy
+
+
+def deploy_source(target: Target) -> str:
+    """The implementation the 'deploy' row deploys: the zoo's (the kernel-backed model where a timm-owned family
+    has one, else timm's)."""
+    return 'zoo' if 'zoo' in target.impls else target.impls[0]
 
 
 def make_input(batch_size: int, img_size: int, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -338,62 +221,13 @@ def memory_probe(
     device: torch.device,
     amp: str | bool | None,
     channels_last: bool = False,
-    deploy: bool = False,
 ) -> float:
     """MB: peak increase over the built model for one batch forward (runs in its own, fresh process)."""
-    model = build_model(target, impl, device, channels_last, deploy)
+    model = build_model(target, impl, device, channels_last, check=False)
     x = make_input(batch_size, target.img_size, device, channels_last)
     with PeakMemory(device) as peak, torch.no_grad(), _autocast(device, amp):
         model(x)
     return peak.mb
-
-
-class PeakMemory:
-    """``with PeakMemory(device) as peak: ...``; then ``peak.mb``: the block's peak memory in MB over what was
-    allocated when it began (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's RSS high-water mark,
-    reset on entry), or with ``absolute=True`` on CUDA everything allocated at the peak."""
-
-    def __init__(self, device: torch.device, absolute: bool = False):
-        self.device, self.absolute, self.mb = device, absolute, math.nan
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = 0 if self.absolute else torch.cuda.memory_allocated(self.device)
-        else:
-            self.base = _rss_mb()
-            _reset_peak_rss()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        else:
-            self.mb = max(0.0, _peak_rss_mb() - self.base)
-
-
-def _rss_mb() -> float:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak_rss() -> None:
-    # Writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS, so the peak is the forward's.
-    with contextlib.suppress(OSError):
-        Path('/proc/self/clear_refs').write_text('5')
-
-
-def _peak_rss_mb() -> float:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -467,14 +301,14 @@ def find_batch_size(peak_mb: Callable[[int], float], cap_mb: float, max_batch: i
 
 
 def search_batch_size(target: Target, impl: str, args: argparse.Namespace) -> int:
-    """``--batch-size auto``: the largest batch whose training step (or forward, with ``--no-train`` / ``--deploy``)
-    stays under ``--mem-cap-gb`` on this device; measured with the first implementation, used for all of them."""
+    """``--batch-size auto``: the largest batch whose training step (or forward, with ``--no-train``) stays under
+    ``--mem-cap-gb`` on this device; measured with the first implementation, used for all of them."""
     device = torch.device(args.device)
-    inference_only = args.no_train or args.deploy
+    inference_only = args.no_train or impl == 'deploy'
 
     def peak_mb(batch: int) -> float:
         with kernel_backend(impl_backend(impl, args.backend)):
-            model = build_model(target, impl, device, args.channels_last, args.deploy)
+            model = build_model(target, impl, device, args.channels_last)
             x = make_input(batch, target.img_size, device, args.channels_last)
             try:
                 with PeakMemory(device, absolute=True) as peak:
@@ -499,7 +333,7 @@ def search_batch_size(target: Target, impl: str, args: argparse.Namespace) -> in
 
 def run_memory_subprocess(target: Target, impl: str, args: argparse.Namespace) -> float:
     probe = dict(asdict(target), impl=impl, batch_size=args.batch_size, device=args.device, amp=_amp_name(args.amp))
-    probe.update(channels_last=args.channels_last, deploy=args.deploy)
+    probe.update(channels_last=args.channels_last)
     env = dict(os.environ)
     backend = impl_backend(impl, args.backend)
     if backend is not None:
@@ -524,7 +358,14 @@ def interleaved_inference(target: Target, impls: tuple[str, ...], args: argparse
     for impl in impls:
         backend = impl_backend(impl, args.backend)
         with kernel_backend(backend):
-            model = models[impl] = build_model(target, impl, device, args.channels_last, args.deploy)
+            try:
+                model = models[impl] = build_model(target, impl, device, args.channels_last)
+            except Exception as err:
+                if impl != 'deploy':
+                    raise
+                # one model deploy() cannot handle must not cost a long run the other models' rows
+                print(f'warning: {target.model}: deploy failed, no deploy row ({type(err).__name__}: {err})')
+                continue
         runner = torch.compile(model) if args.compile else model
 
         def infer(x, runner=runner, backend=backend):
@@ -534,7 +375,7 @@ def interleaved_inference(target: Target, impls: tuple[str, ...], args: argparse
         fns[(impl, 'batch')] = functools.partial(infer, batch)
         fns[(impl, 'single')] = functools.partial(infer, single)
     medians = interleaved_medians(fns, args.repeats, args.warmup, device)
-    return {impl: (models[impl], medians[(impl, 'batch')], medians[(impl, 'single')]) for impl in impls}
+    return {impl: (models[impl], medians[(impl, 'batch')], medians[(impl, 'single')]) for impl in models}
 
 
 def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gmacs: float, timed: tuple) -> Row:
@@ -560,7 +401,7 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
             peak_mem = forward_peak.mb
 
         train_img_s = train_peak = math.nan
-        if not (args.no_train or args.deploy):
+        if not (args.no_train or impl == 'deploy'):  # a deployed model is for inference only
             train_model = copy.deepcopy(model).train()
             step = train_step_fn(train_model, batch, device, args.amp, args.compile)
             train_img_s = args.batch_size / median_time(step, max(1, args.repeats // 2), args.warmup, device)
@@ -604,7 +445,7 @@ def measure(target: Target, impl: str, args: argparse.Namespace, peak: float, gm
         amp_dtype=_amp_name(args.amp),
         channels_last=args.channels_last,
         backend='' if impl == 'reference' or args.backend in (None, 'auto') else args.backend,
-        deploy=args.deploy,
+        deploy=impl == 'deploy',
         train_peak_mb=train_peak,
         device_name=device_name(device),
     )
@@ -642,6 +483,7 @@ def write_profile(folder: Path, target: Target, impl: str, fn: Callable[[], obje
 def count_gmacs(target: Target, impl: str) -> float:
     from backbonezoo.flops import count_flops
 
+    impl = deploy_source(target) if impl == 'deploy' else impl  # the architecture's count, as the papers give it
     with kernel_backend('reference' if impl == 'reference' else None):
         model = build_model(target, impl, torch.device('cpu'))
         try:
@@ -652,44 +494,6 @@ def count_gmacs(target: Target, impl: str) -> float:
 
 
 # --------------------------------------------------------------------------------------------- output
-def read_rows(path: Path) -> list[Row]:
-    if not path.is_file():
-        return []
-    types = {f.name: f.type for f in fields(Row)}
-    rows = []
-    with path.open(newline='') as handle:
-        for record in csv.DictReader(handle):
-            values = {}
-            for name, kind in types.items():
-                if name not in record:  # a column added after the row was written: the field's default
-                    continue
-                raw = record[name]
-                if kind in ('int',):
-                    values[name] = int(raw)
-                elif kind in ('float', 'float | None'):
-                    values[name] = float(raw) if raw not in ('', 'None') else (None if 'None' in kind else math.nan)
-                elif kind == 'bool':
-                    values[name] = raw == 'True'
-                else:
-                    values[name] = raw
-            if values.get('amp') and not values.get('amp_dtype'):
-                values['amp_dtype'] = 'bf16'  # before --amp took a dtype it meant bf16
-            rows.append(Row(**values))
-    return rows
-
-
-def write_rows(path: Path, rows: list[Row]) -> None:
-    with path.open('w', newline='') as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(Row)])
-        writer.writeheader()
-        for row in rows:
-            record = asdict(row)
-            for name, value in record.items():
-                if isinstance(value, float) and not math.isnan(value):
-                    record[name] = f'{value:.6g}'
-            writer.writerow(record)
-
-
 def _fmt(value: float | None, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return '-'
@@ -697,25 +501,42 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def write_report(path: Path, rows: list[Row], kernels_section: str = '') -> None:
-    runs = sorted({(r.date, r.command, r.machine, r.torch, r.timm, r.matmul_gflops) for r in rows})
+    """``report.md`` from the store's model rows: the runs (one line per command), the implementations side by side
+    (zoo, deploy, official, reference: throughput, batch-1 latency, memory and their ratios), every row in full."""
+    rows = [r for r in rows if r.kind == 'model']
     lines = [
         '# backbonezoo benchmark',
         '',
-        'Written by `tools/benchmark.py` (do not edit by hand). GMACs: 1 multiply-add = 1 MAC (the papers\' "FLOPs"),',
-        'softmax / elementwise ops not counted, batch 1 (`backbonezoo.flops`). img/s: inference at batch B, no grad;',
-        'latency: batch 1; train: forward + backward + AdamW step at batch B; memory: peak increase over the built',
-        'model for one batch-B forward (CPU: RSS in a fresh process; CUDA: `max_memory_allocated`); train MB: the',
-        "training step's peak (CUDA: all memory allocated); % of peak: 2 x GMACs x img/s over the fp32 2048^3 matmul",
-        'rate measured in',
-        "the same run. speedup: img/s over the reference row of the same run (timm-owned families: timm's model;",
-        'others: `BACKBONEZOO_KERNEL_BACKEND=reference`). Single figures vary 10-30 % between sittings on a shared',
-        'machine: compare ratios from one run.',
+        'Written by `tools/benchmark.py` from `results.csv` (do not edit by hand). GMACs: 1 multiply-add = 1 MAC',
+        '(the papers\' "FLOPs"), softmax / elementwise ops not counted, batch 1 (`backbonezoo.flops`). img/s:',
+        'inference at batch B, no grad; batch-1 ms: latency of one image; train: forward + backward + AdamW step at',
+        'batch B; memory: peak increase over the built model for one batch-B forward (CPU: RSS in a fresh process;',
+        "CUDA: `max_memory_allocated`); train MB: the training step's peak (CUDA: all memory allocated); % of peak:",
+        '2 x GMACs x img/s over the fp32 2048^3 matmul rate measured in the same run. Implementations: `zoo` (what',
+        'backbonezoo runs), `deploy` (`backbonezoo.deploy.deploy` of it: BatchNorm folded, blocks re-parameterised;',
+        "`--deploy`), `official` (the authors' code with our weights converted), `reference`",
+        "(`BACKBONEZOO_KERNEL_BACKEND=reference`, the materialising math) or `timm` (timm's model, for the timm-owned",
+        'families), `timm:<name>` (a peer model). speedup: img/s over the reference row of the same run. Single',
+        'figures vary 10-30 % between sittings on a shared machine: compare ratios from one run.',
         '',
         '## Runs',
         '',
     ]
-    for date, command, machine, torch_v, timm_v, peak in runs:
-        lines.append(f'- {date}: `{command}` on {machine}; torch {torch_v}, timm {timm_v}; matmul {peak:.1f} GFLOP/s')
+    for run in runs(rows):
+        matmul = sorted(run['matmul'])
+        peak = (
+            ''
+            if not matmul
+            else f'; matmul {matmul[0]:.1f}'
+            + (f'-{matmul[-1]:.1f}' if f'{matmul[-1]:.1f}' != f'{matmul[0]:.1f}' else '')
+        )
+        lines.append(
+            f'- `{run["command"]}` on {run["machine"]}; torch {run["torch"]}, timm {run["timm"]}{peak} GFLOP/s; '
+            f'{run["dates"]} ({run["rows"]} rows)'
+        )
+    comparison = comparison_table(rows)
+    if comparison:
+        lines += ['', '## Implementations side by side', '', *comparison]
     lines += [
         '',
         '## Models',
@@ -735,12 +556,12 @@ def write_report(path: Path, rows: list[Row], kernels_section: str = '') -> None
     if kernels_section:
         lines += ['', '## Kernels', '', kernels_section.strip()]
     elif (path.parent / 'kernels.md').is_file():
-        lines += ['', '## Kernels', '', 'See [kernels.md](kernels.md) (`tools/benchmark.py --section kernels`).']
+        lines += ['', '## Kernels', '', 'See [kernels.md](kernels.md) (`tools/bench_kernels.py --write`).']
     path.write_text('\n'.join(lines) + '\n')
 
 
 def _row_order(r: Row) -> tuple:
-    return (r.family, r.model, r.impl != 'zoo', r.impl, r.device, r.img_size, r.batch_size, r.settings())
+    return (r.family, r.model, r.device, r.img_size, r.batch_size, r.settings(), impl_rank(r.impl), r.backend)
 
 
 GPU_REPORT_NAME = 'gpu.md'
@@ -750,7 +571,7 @@ def write_gpu_report(path: Path, rows: list[Row], smoke: bool = False) -> None:
     """``gpu.md``: the rows measured on a GPU, per family and variant: inference and training img/s and peak memory,
     the official implementation (impl 'official', from ``benchmarks/gpu_measure.py``) beside ours. Without GPU rows
     the file says so. ``smoke``: every row (a CPU check of the script; its numbers mean nothing)."""
-    gpu_rows = [r for r in rows if smoke or r.device.startswith('cuda')]
+    gpu_rows = [r for r in rows if r.kind == 'model' and (smoke or r.device.startswith('cuda'))]
     lines = [
         '# backbonezoo on a GPU',
         '',
@@ -773,9 +594,8 @@ def write_gpu_report(path: Path, rows: list[Row], smoke: bool = False) -> None:
         ]
         path.write_text('\n'.join(lines) + '\n')
         return
-    runs = sorted({(r.date, r.command, r.machine, r.torch) for r in gpu_rows})
     lines += ['## Runs', '']
-    lines += [f'- {date}: `{command}` on {machine}; torch {torch_v}' for date, command, machine, torch_v in runs]
+    lines += [f'- `{r["command"]}` on {r["machine"]}; torch {r["torch"]}; {r["dates"]}' for r in runs(gpu_rows)]
     lines += ['', '## Models', '']
     for family in sorted({r.family for r in gpu_rows}):
         lines += [
@@ -815,7 +635,9 @@ def write_plot(path: Path, rows: list[Row]) -> None:
     import matplotlib.pyplot as plt
 
     best = {}
-    for r in rows:
+    for r in rows:  # the eager CPU fp32 rows: one setting for every point
+        if r.kind != 'model' or r.device != 'cpu' or r.amp or r.compile or r.deploy:
+            continue
         if r.impl in ('zoo', 'timm') and not math.isnan(r.infer_img_s):
             if r.model not in best or (r.impl == 'zoo' and best[r.model].impl != 'zoo'):
                 best[r.model] = r
@@ -831,7 +653,7 @@ def write_plot(path: Path, rows: list[Row]) -> None:
     else:
         ax.set_xscale('log')
         ax.legend(fontsize=7)
-    ax.set_xlabel('measured inference throughput (img/s, see report.md for settings)')
+    ax.set_xlabel('measured CPU inference throughput, fp32 (img/s, see report.md for settings)')
     ax.set_ylabel('ImageNet-1k top-1, paper-reported (%)')
     ax.set_title('backbonezoo: paper top-1 vs measured throughput')
     ax.grid(True, which='both', alpha=0.3)
@@ -840,12 +662,14 @@ def write_plot(path: Path, rows: list[Row]) -> None:
     plt.close(fig)
 
 
-def kernels_section(quick: bool, threads: int) -> str:
-    """The kernels helper's benchmark (tools/bench_kernels.py), run as it is; its stdout goes into the report."""
+def kernels_section(quick: bool, threads: int, out: Path) -> str:
+    """The kernel benchmark (tools/bench_kernels.py): its rows go into ``out``'s store and ``kernels.md`` (not those
+    of a ``--quick`` smoke run), its stdout (the table) into the report."""
     script = REPO / 'tools' / 'bench_kernels.py'  # read at call time: tests point REPO elsewhere
     if not script.is_file():
         return '`tools/bench_kernels.py` is not in the repository: no kernel benchmark.'
-    cmd = [sys.executable, str(script), '--threads', str(threads)] + (['--quick'] if quick else [])
+    cmd = [sys.executable, str(script), '--threads', str(threads)]
+    cmd += ['--quick'] if quick else ['--write', '--out', str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=3600)
     if done.returncode != 0:
         return f'`{shlex.join(cmd)}` failed:\n\n```\n{done.stderr.strip()[-2000:]}\n```'
@@ -894,12 +718,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--deploy',
         action='store_true',
-        help='run every implementation through backbonezoo.deploy.deploy(model) first (inference only)',
+        help="also measure 'deploy': backbonezoo.deploy.deploy(model) of the zoo's implementation, beside it in the "
+        'same run (inference only)',
     )
     parser.add_argument('--no-gmacs', action='store_true', help='skip counting GMACs (fvcore tracing on CPU)')
     parser.add_argument('--no-plot', action='store_true', help='do not redraw OUT/top1_vs_throughput.png')
     parser.add_argument(
         '--gpu-report', action='store_true', help='only rewrite OUT/gpu.md from OUT/results.csv (measures nothing)'
+    )
+    parser.add_argument(
+        '--render',
+        action='store_true',
+        help='only rewrite OUT/report.md, OUT/gpu.md and the plot from OUT/results.csv (measures nothing)',
     )
     parser.add_argument('--vs', choices=('auto', 'timm', 'reference', 'none'), default='auto', help='reference side')
     parser.add_argument('--section', choices=('models', 'kernels', 'all'), default='models')
@@ -908,7 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--warmup', type=int, default=None, help='warm-up calls before timing (default 2)')
     parser.add_argument('--no-train', action='store_true', help='skip the training-throughput measurement')
     parser.add_argument('--no-memory', action='store_true', help='skip the fresh-process memory measurement')
-    parser.add_argument('--fresh', action='store_true', help='replace results.csv instead of merging into it')
+    parser.add_argument(
+        '--fresh', action='store_true', help="drop results.csv's model rows instead of merging into them"
+    )
     parser.add_argument('--quick', action='store_true', help='smoke test: batch 2, 1 repeat, small matmul')
     parser.add_argument(
         '--profile',
@@ -937,8 +769,16 @@ def _check_backend(parser: argparse.ArgumentParser, backend: str | None) -> None
         parser.error(f"--backend {backend!r}: expected one of 'auto', {', '.join(map(repr, BACKENDS))}")
 
 
-def _impls_for(target: Target, vs: str) -> tuple[str, ...]:
-    """Implementations to measure, the reference last (speedups are over it); a peer sits before it."""
+def _impls_for(target: Target, vs: str, deploy: bool = False) -> tuple[str, ...]:
+    """Implementations to measure, the reference last (speedups are over it); a peer sits before it, 'deploy'
+    (``--deploy``) right after the zoo's implementation (first, when that one is measured alone)."""
+    impls = _impls_without_deploy(target, vs)
+    if not deploy:
+        return impls
+    return ('deploy', *impls) if len(impls) == 1 else (impls[0], 'deploy', *impls[1:])
+
+
+def _impls_without_deploy(target: Target, vs: str) -> tuple[str, ...]:
     if target.peer and vs == 'timm' and not target.timm_owned:
         return ('zoo', f'timm:{target.peer}')
     impls = _reference_pairing(target, vs)
@@ -966,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:  # internal: one forward in this fresh process, print MB
         probe = json.loads(args.memory_probe)
         impl, batch, device, amp = (probe.pop(k) for k in ('impl', 'batch_size', 'device', 'amp'))
-        options = {k: probe.pop(k) for k in ('channels_last', 'deploy') if k in probe}
+        options = {k: probe.pop(k) for k in ('channels_last',) if k in probe}
         print(memory_probe(Target(**probe), impl, batch, torch.device(device), amp, **options))
         return 0
 
@@ -975,6 +815,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_gpu_report(args.out / GPU_REPORT_NAME, read_rows(csv_path))
         print(f'wrote {args.out / GPU_REPORT_NAME}')
+        return 0
+    if args.render:
+        rows = read_rows(csv_path)
+        write_report(args.out / REPORT_NAME, rows)
+        write_gpu_report(args.out / GPU_REPORT_NAME, rows)
+        if not args.no_plot:
+            write_plot(args.out / PLOT_NAME, rows)
+        print(
+            f'wrote {args.out / REPORT_NAME}, {args.out / GPU_REPORT_NAME}' + ('' if args.no_plot else ' and the plot')
+        )
         return 0
     args.batch_size = args.batch_size or (2 if args.quick else 16)
     args.repeats = args.repeats or (1 if args.quick else 5)
@@ -995,14 +845,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    rows = [] if args.fresh else read_rows(csv_path)
+    # the store also holds kernel and count rows: --fresh drops the model rows only
+    rows = [r for r in read_rows(csv_path) if not (args.fresh and r.kind == 'model')]
     if args.section in ('models', 'all'):
         import backbonezoo  # noqa: F401  (registers the zoo's models with timm)
 
         targets = resolve_targets(args.models, args.img_size)
         peak = matmul_peak_gflops(torch.device(args.device), 1024 if args.quick else 2048)
         print(f'fp32 matmul peak: {peak:.1f} GFLOP/s')
-        plan = [(t, impl) for t in targets for impl in _impls_for(t, args.vs)]
+        plan = [(t, impl) for t in targets for impl in _impls_for(t, args.vs, args.deploy)]
         new_rows: dict[str, list[Row]] = {}
         gmacs: dict[str, float] = {}
         timed: tuple[str | None, dict[str, tuple]] = (None, {})  # the current model's implementations only
@@ -1015,7 +866,10 @@ def main(argv: list[str] | None = None) -> int:
                 model_args = copy.copy(args)
                 if args.batch_size == 'auto':
                     model_args.batch_size = search_batch_size(target, impl, args)
-                timed = (target.model, interleaved_inference(target, _impls_for(target, args.vs), model_args))
+                impls = _impls_for(target, args.vs, args.deploy)
+                timed = (target.model, interleaved_inference(target, impls, model_args))
+            if impl not in timed[1]:  # its model could not be built (deploy failed: warned above)
+                continue
             row = measure(target, impl, model_args, peak, gmacs[counted], timed[1][impl])
             new_rows.setdefault(target.model, []).append(row)
             tqdm.write(
@@ -1027,8 +881,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured = new_rows[target.model]
                 for done in measured:
                     done.speedup = done.infer_img_s / measured[-1].infer_img_s
-                replaced = {done.key() for done in measured}
-                rows = [r for r in rows if r.key() not in replaced] + measured
+                rows = merge_rows(rows, measured)
                 write_rows(csv_path, rows)
                 write_report(args.out / REPORT_NAME, rows)
                 if any(r.device.startswith('cuda') for r in rows):
@@ -1036,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_plot:
             write_plot(args.out / PLOT_NAME, rows)
 
-    section = kernels_section(args.quick, args.threads) if args.section in ('kernels', 'all') else ''
+    section = kernels_section(args.quick, args.threads, args.out) if args.section in ('kernels', 'all') else ''
     write_report(args.out / REPORT_NAME, rows, section)
     print(f'wrote {args.out / REPORT_NAME}' + (f', {csv_path} and {args.out / PLOT_NAME}' if rows else ''))
     return 0

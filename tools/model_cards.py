@@ -1,34 +1,43 @@
 #!/usr/bin/env python
-"""Write (or check) the model cards ``model_cards/<family>.md`` from the zoo metadata and measurements.
+"""Write (or check) the model cards ``model_cards/<family>.md`` from the zoo metadata and the results store.
 
     python tools/model_cards.py                 # measure what is missing, write every card
     python tools/model_cards.py --measure       # re-measure params / GMACs of every registered variant
     python tools/model_cards.py --check         # fail if a committed card is stale (runs in `make test`)
 
-A card is generated from three sources only, so ``--check`` can rebuild it cheaply: the family's metadata
-(``backbonezoo.zoo``), ``model_cards/measurements.json`` (params and GMACs counted by ``backbonezoo.flops``,
-written by this tool: counting ~45 variants takes minutes on 2 cores) and ``benchmarks/results.csv``
-(``tools/benchmark.py``). ``--check`` also fails when a registered variant has no measurement, or when its
-parameter count (re-counted on the meta device) differs from the metadata or the stored measurement.
+A card is generated from two sources only, so ``--check`` can rebuild it cheaply: the family's metadata
+(``backbonezoo.zoo``) and the results store ``benchmarks/results.csv`` (``backbonezoo.benchmarking``): its
+``count`` rows (params and GMACs counted by ``backbonezoo.flops``, written by this tool: counting ~60 variants takes
+minutes on 2 cores), its ``model`` rows (``tools/benchmark.py``: zoo, deploy, official and reference side by side)
+and its ``kernel`` rows of whole backbones (``tools/bench_kernels.py``). ``--check`` also fails when a registered
+variant has no count row, or when its parameter count (re-counted on the meta device) differs from the metadata
+or the stored count. ``backbonezoo.hub`` reads the same count rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
+import datetime
 import math
 import sys
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from backbonezoo.benchmarking import (
+    STORE,
+    Row,
+    comparison_table,
+    count_row,
+    counts,
+    impl_rank,
+    read_rows,
+    update_store,
+)
 
+REPO = Path(__file__).resolve().parents[1]
 CARDS = REPO / 'model_cards'
-MEASUREMENTS = 'measurements.json'
-RESULTS = REPO / 'benchmarks' / 'results.csv'
+RESULTS = STORE
 # Keys of Family.extra the card uses for something specific (the rest is listed under "Notes").
 _EXTRA_USED = ('mm_type', 'mm_arch', 'notes', 'variants_ours', 'timm_conformance_known_failures', 'benchmark_peers')
 
@@ -67,29 +76,29 @@ def measure_variant(name: str, img_size: tuple[int, int]) -> dict:
     }
 
 
-def load_measurements(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def load_measurements(path: Path = RESULTS) -> dict:
+    """``{variant: {'params', 'gmacs', 'gmacs_bn_folded', 'img_size', 'uncounted_ops', 'counter'}}`` from the store's
+    count rows."""
+    return counts(read_rows(path, kind='count'))
 
 
-def save_measurements(path: Path, measurements: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(measurements.items())), indent=1, sort_keys=True) + '\n')
+def save_measurement(path: Path, family, variant, measured: dict) -> None:
+    """Record one variant's count in the store (replacing its earlier count row)."""
+    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    row = count_row(variant.name, family.name, measured, variant.top1, 'python tools/model_cards.py --measure', date)
+    update_store(path, [row])
 
 
 # --------------------------------------------------------------------------------------------- benchmark rows
-def load_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with path.open(newline='') as handle:
-        return list(csv.DictReader(handle))
+def load_results(path: Path = RESULTS) -> list[Row]:
+    """The store's model and kernel rows."""
+    return [r for r in read_rows(path) if r.kind != 'count']
 
 
-def _num(value: str | None, spec: str) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+def _num(value: float | None, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return '-'
-    return '-' if math.isnan(number) else format(number, spec)
+    return format(value, spec)
 
 
 # --------------------------------------------------------------------------------------------- rendering
@@ -132,7 +141,7 @@ def _weights_line(weights) -> str:
     return text + (f'. {weights.note}' if weights.note else '')
 
 
-def render_card(family, registered: set[str], measurements: dict, results: list[dict]) -> str:
+def render_card(family, registered: set[str], measurements: dict, results: list[Row]) -> str:
     """The Markdown card of one family (deterministic: same inputs, same text)."""
     from backbonezoo.flops import CONVENTION
 
@@ -141,8 +150,8 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
     lines = [
         f'# {family.title}',
         '',
-        f'<!-- Generated by tools/model_cards.py from backbonezoo/zoo/{family.name}.py, model_cards/{MEASUREMENTS}',
-        '     and benchmarks/results.csv. Do not edit by hand: edit the sources and re-run the tool. -->',
+        f'<!-- Generated by tools/model_cards.py from backbonezoo/zoo/{family.name}.py and benchmarks/results.csv',
+        '     (the results store). Do not edit by hand: edit the sources and re-run the tool. -->',
         '',
         family.summary or '(no summary in the family metadata)',
         '',
@@ -218,37 +227,8 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         lines += ['', 'Variant notes:', '']
         lines += [f'- `{name}`: {note}' for name, note in variant_notes]
 
-    lines += ['', '## Measured CPU throughput', '']
-    peers = family.extra.get('benchmark_peers') or {}
-    if peers:
-        pairs = ', '.join(f'`{name}` / `{peer}`' for name, peer in peers.items())
-        lines += [f'Each variant is measured beside the timm model of the same tier, in the same run: {pairs}.', '']
-    rows = [r for r in results if r.get('model') in set(names)]
-    if rows:
-        lines += [
-            "From `benchmarks/results.csv` (`tools/benchmark.py`; see `benchmarks/report.md` for the runs' settings "
-            'and machine). "speedup" is img/s over the reference row of the same run: timm\'s model for timm-owned '
-            'families, `BACKBONEZOO_KERNEL_BACKEND=reference` (the materialising math) for the others. '
-            '`timm:<name>` rows are the timm model the family is measured against, at the same tier.',
-            '',
-            '| model | impl | input | batch | threads | img/s | batch-1 ms | train img/s | peak MB | % of matmul peak '
-            '| speedup | measured on |',
-            '|---|---|---|---|---|---|---|---|---|---|---|---|',
-        ]
-        order = {n: i for i, n in enumerate(names)}
-        rows.sort(key=lambda r: (order[r['model']], r['impl'] != 'zoo', r['impl'], int(r['img_size']), r['date']))
-        for r in rows:
-            settings = ('+compile' if r.get('compile') == 'True' else '') + ('+bf16' if r.get('amp') == 'True' else '')
-            lines.append(
-                f'| `{r["model"]}` | {r["impl"]}{settings} | {r["img_size"]} | {r["batch_size"]} | {r["threads"]} '
-                f'| {_num(r["infer_img_s"], ".2f")} | {_num(r["latency_ms"], ".1f")} | {_num(r["train_img_s"], ".2f")} '
-                f'| {_num(r["peak_mem_mb"], ".0f")} | {_num(r["pct_peak"], ".0f")} % | {_num(r["speedup"], ".2f")}x '
-                f'| {r["date"]}, {r["device"]} ({r["machine"]}) |'
-            )
-    else:
-        pattern = ' '.join(names) if family.timm_owned else f"'{family.name}_*'"
-        lines.append(f'Not benchmarked yet: run `python tools/benchmark.py --models {pattern}`, then this tool.')
-
+    lines += render_throughput(family, names, results)
+    lines += render_dense_checkpoints(family)
     lines += render_recipes(family)
 
     lines += [
@@ -330,6 +310,96 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
         lines += ['', '## Notes', '']
         lines += [f'- {note}' for note in notes]
     return '\n'.join(lines) + '\n'
+
+
+def render_throughput(family, names: list[str], results: list[Row]) -> list[str]:
+    """Measured throughput from the store: the implementations side by side (zoo, deploy, official, reference), every
+    model row in full, and the kernel benchmark's whole-backbone rows of the family."""
+    lines = ['', '## Measured throughput', '']
+    peers = family.extra.get('benchmark_peers') or {}
+    if peers:
+        pairs = ', '.join(f'`{name}` / `{peer}`' for name, peer in peers.items())
+        lines += [f'Each variant is measured beside the timm model of the same tier, in the same run: {pairs}.', '']
+    order = {n: i for i, n in enumerate(names)}
+    rows = [r for r in results if r.kind == 'model' and r.model in order]
+    if rows:
+        lines += [
+            "From `benchmarks/results.csv` (`tools/benchmark.py`; see `benchmarks/report.md` for the runs' commands "
+            'and machine). img/s at batch B beside the latency of one image (batch-1 ms). Implementations: `zoo` '
+            "(what backbonezoo runs), `deploy` (`backbonezoo.deploy.deploy` of it), `official` (the authors' code "
+            "with our weights converted), and the reference: timm's model for timm-owned families, "
+            '`BACKBONEZOO_KERNEL_BACKEND=reference` (the materialising math) for the others; `timm:<name>` rows are '
+            'the timm model the family is measured against, at the same tier. Ratios compare rows of one run.',
+        ]
+        comparison = comparison_table(rows, code_names=True)
+        if comparison:
+            lines += ['', *comparison]
+        lines += [
+            '',
+            '| model | impl | input | batch | threads | img/s | batch-1 ms | train img/s | peak MB | % of matmul peak '
+            '| speedup | measured on |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|',
+        ]
+        rows.sort(key=lambda r: (order[r.model], r.device, r.img_size, r.settings(), impl_rank(r.impl), r.date))
+        for r in rows:
+            lines.append(
+                f'| `{r.model}` | {r.impl}{r.settings()} | {r.img_size} | {r.batch_size} | {r.threads} '
+                f'| {_num(r.infer_img_s, ".2f")} | {_num(r.latency_ms, ".1f")} | {_num(r.train_img_s, ".2f")} '
+                f'| {_num(r.peak_mem_mb, ".0f")} | {_num(r.pct_peak, ".0f")} % | {_num(r.speedup, ".2f")}x '
+                f'| {r.date}, {r.device} ({r.machine}) |'
+            )
+    else:
+        pattern = ' '.join(names) if family.timm_owned else f"'{family.name}_*'"
+        lines.append(
+            f'Not benchmarked yet: run `python tools/benchmark.py --deploy --models {pattern}`, then this tool.'
+        )
+    kernels = [r for r in results if r.kind == 'kernel' and r.family == family.name]
+    if kernels:
+        lines += [
+            '',
+            'Whole backbones at the dense-task sizes (`tools/bench_kernels.py`, `benchmarks/kernels.md`; '
+            '`features_only`, fp32): `fast` is the default kernel backend, `materialising` '
+            "`BACKBONEZOO_KERNEL_BACKEND=reference` (the official code's top-k copies).",
+            '',
+            '| case | mode | batch | threads | implementation | median ms | peak MB | time vs materialising '
+            '| memory vs materialising | measured on |',
+            '|---|---|---|---|---|---|---|---|---|---|',
+        ]
+        base = {(r.model, r.backward, r.batch_size, r.threads): r for r in kernels if r.impl == 'materialising'}
+        for r in sorted(kernels, key=lambda r: (r.backward, r.model, r.batch_size, r.threads, r.impl)):
+            ref = base.get((r.model, r.backward, r.batch_size, r.threads))
+            t = f'{r.latency_ms / ref.latency_ms:.2f}x' if ref else '-'
+            m = f'{r.peak_mem_mb / ref.peak_mem_mb:.2f}x' if ref and ref.peak_mem_mb > 0 else '-'
+            mode = 'forward + backward' if r.backward else 'forward'
+            lines.append(
+                f'| {r.model} | {mode} | {r.batch_size} | {r.threads} | {r.impl} | {_num(r.latency_ms, ".1f")} '
+                f'| {_num(r.peak_mem_mb, ".0f")} | {t} | {m} | {r.date}, {r.device} ({r.machine}) |'
+            )
+    return lines
+
+
+def render_dense_checkpoints(family) -> list[str]:
+    """The authors' dense-task checkpoints (``Family.dense``, when the metadata has them) and the configs that
+    rebuild them."""
+    dense = getattr(family, 'dense', ()) or ()
+    if not dense:
+        return []
+    lines = [
+        '',
+        '## Official dense checkpoints',
+        '',
+        "The authors' detection / segmentation checkpoints (`Family.dense`), the config of ours that rebuilds each "
+        "setup, and the authors' published results (not re-measured here).",
+        '',
+        '| task | method | config | official file | published | source |',
+        '|---|---|---|---|---|---|',
+    ]
+    for ckpt in dense:
+        published = ', '.join(f'{metric} {value}' for metric, value in (ckpt.published or {}).items()) or '-'
+        name = f'[`{ckpt.official_file}`]({ckpt.url})' if ckpt.url else f'`{ckpt.official_file}`'
+        source = str(ckpt.source).replace('|', '/') or '-'
+        lines.append(f'| {ckpt.task} | {ckpt.method} | `{ckpt.config}` | {name} | {published} | {source} |')
+    return lines
 
 
 def render_recipes(family) -> list[str]:
@@ -457,8 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--measure', action='store_true', help='re-measure every registered variant')
     parser.add_argument('--family', action='append', help='only this family (repeatable)')
     parser.add_argument('--out', type=Path, default=CARDS, help='cards folder (default model_cards/)')
-    parser.add_argument('--measurements', type=Path, default=None, help=f'default OUT/{MEASUREMENTS}')
-    parser.add_argument('--results', type=Path, default=RESULTS, help='benchmark CSV (default benchmarks/results.csv)')
+    parser.add_argument(
+        '--results', type=Path, default=RESULTS, help='the results store (default benchmarks/results.csv)'
+    )
     return parser
 
 
@@ -483,9 +554,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         selected = {k: v for k, v in all_families.items() if k in args.family}
     registered = set(timm.list_models())
-    measurements_path = args.measurements or args.out / MEASUREMENTS
-    measurements = load_measurements(measurements_path)
-    results = load_results(args.results)
+    store = args.results
+    measurements = load_measurements(store)
+    results = load_results(store)
     problems: list[str] = []
 
     todo = [
@@ -496,17 +567,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.check:
         problems += [
-            f'{measurements_path}: no measurement for registered variant {v.name!r} '
+            f'{store}: no measurement (count row) for registered variant {v.name!r} '
             f'(run: python tools/model_cards.py --family {family.name})'
             for family, v in todo
         ]
     elif todo:
-        for _family, v in tqdm(todo, desc='measuring params / GMACs', unit='model'):
+        for family, v in tqdm(todo, desc='measuring params / GMACs', unit='model'):
             try:
                 measurements[v.name] = measure_variant(v.name, v.input_hw)
             except Exception as err:
                 problems.append(f'{v.name}: measurement failed ({type(err).__name__}: {err})')
-            save_measurements(measurements_path, measurements)  # keep what was measured if a later one fails
+                continue
+            save_measurement(store, family, v, measurements[v.name])  # kept if a later one fails
 
     if args.check:  # parameter counts: metadata == model == stored measurement
         checks = [(f, v) for f in selected.values() for v in f.variants if v.name in registered]
@@ -514,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             counted = count_params(v.name)
             stored = measurements.get(v.name, {}).get('params')
             if stored is not None and stored != counted:
-                problems.append(f'{measurements_path}: {v.name} params {stored:,} stored, {counted:,} counted now')
+                problems.append(f'{store}: {v.name} params {stored:,} stored, {counted:,} counted now')
             if v.params is not None:
                 tolerance = v.params_rtol * v.params
                 if abs(counted - v.params) > tolerance:

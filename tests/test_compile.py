@@ -59,11 +59,8 @@ def _kernel_ops(graphs) -> set[str]:
     return found
 
 
-# Graph breaks-free but failing in compiled backward for reasons outside the kernels (reported to the family owner).
-_KNOWN_COMPILE_FAILURES = {
-    'patnet': "compiled backward: a view of a gradient whose strides aot_autograd did not expect (PATNet's own "
-    'layers; no backbonezoo.kernels call involved)',
-}
+# Graph-break-free but failing in compiled backward for reasons outside the kernels: family -> reason (none now).
+_KNOWN_COMPILE_FAILURES: dict[str, str] = {}
 
 
 def _params(family_name: str, known_failures: dict | None = None):

@@ -95,13 +95,6 @@ def official_layout(model: torch.nn.Module) -> dict:
     return out
 
 
-def test_timm_create_path_uses_our_filter():
-    import timm.models.efficientvit_msra as timm_module
-
-    assert timm_module.checkpoint_filter_fn is checkpoint_filter_fn
-    assert checkpoint_filter_fn.__wrapped__ is efficientvit_m._TIMM_FILTER
-
-
 @pytest.mark.parametrize('kernel_backed', [False, True], ids=['timm', 'kernel'])
 def test_parity_official_fixture(kernel_backed):
     fixture = load_parity('efficientvit')
@@ -148,8 +141,9 @@ def test_timm_layout_passes_through_and_other_family_is_named():
     'name', [pytest.param(n, marks=() if n == VARIANTS[0] else pytest.mark.slow) for n in VARIANTS]
 )
 def test_official_standin_checkpoint_loads(name, tmp_path):
-    """A file in the authors' layout (nested under 'model', with attention_bias_idxs) loads strictly through
-    timm.create_model(pretrained=True) and backbonezoo.convert_checkpoint."""
+    """A file in the authors' layout (nested under 'model', with attention_bias_idxs) converts strictly through
+    backbonezoo.convert_checkpoint; the converted file loads through timm's own create path, which (untouched by
+    backbonezoo) refuses the authors' layout itself."""
     gen = regen()
     reference = timm.create_model(name)
     manifest, fixed = gen.manifest_of(official_layout(reference))
@@ -159,8 +153,11 @@ def test_official_standin_checkpoint_loads(name, tmp_path):
     )
     path = tmp_path / f'{name}.pth'
     torch.save({'model': official, 'epoch': 299}, path)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     converted = convert_checkpoint(path, name)
+    torch.save(converted, tmp_path / 'converted.pth')
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'converted.pth')))
+    with pytest.raises(RuntimeError, match='Missing key'):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     loaded = model.state_dict()
     assert converted.keys() == loaded.keys()
     assert all(torch.equal(converted[k], loaded[k]) for k in loaded)
@@ -192,6 +189,15 @@ def test_kernel_backed_equals_timm_at_any_size(size):
         for backend in ('reference', 'torch', None) if size[0] < 200 else ('torch', None):
             to_kernel_backed(kernel, backend=backend)
             assert_close_rel(kernel(x), expected, 1e-5, f'backend {backend}')
+
+
+@pytest.mark.parametrize('fit_small_maps', [False, True])
+def test_kernel_backed_takes_an_empty_batch(fit_small_maps):
+    """Batch 0 through the kernel-backed windows (several windows per map, so the window fold runs) gives the empty
+    output (timm's own ``CascadedGroupAttention`` cannot, and backbonezoo no longer patches it)."""
+    model = to_kernel_backed(perturbed_m0(), fit_small_maps=fit_small_maps)
+    with torch.no_grad():
+        assert model(torch.randn(0, 3, 224, 224)).shape == (0, 10)
 
 
 @pytest.mark.parametrize('size', [(224, 224), (96, 96), (800, 1333), (511, 673)], ids=lambda s: f'{s[0]}x{s[1]}')

@@ -25,6 +25,7 @@ from helpers import REPO, assert_close_rel, load_parity, regen
 import backbonezoo
 from backbonezoo import CheckpointMismatchError, convert_checkpoint
 from backbonezoo.backbones.litv2 import DeformableTokenMerging, HiLoAttention, LITv2, checkpoint_filter_fn
+from backbonezoo.layers import DeformConv2d
 
 VARIANTS = [v.name for v in backbonezoo.get_family('litv2').variants]
 SMALLEST = VARIANTS[0]
@@ -525,7 +526,8 @@ def test_deform_conv2d_torchvision_backend_survives_nan_offsets_on_cpu():
 def test_token_merging_uses_the_grid_formulation_on_cpu():
     """Eager CPU forward and backward never reach torchvision's scalar-loop kernel; parity is the fixture tests'."""
     model = tiny().train()
-    assert isinstance(model.stages[1].downsample.conv, torchvision.ops.DeformConv2d)  # official weight names
+    conv = model.stages[1].downsample.conv
+    assert isinstance(conv, DeformConv2d) and {n for n, _ in conv.named_parameters()} == {'weight', 'bias'}
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         model(torch.randn(2, 3, 64, 64)).sum().backward()
     names = {event.key for event in prof.key_averages()}
@@ -579,7 +581,7 @@ def test_min_size_is_enforced_and_sufficient():
     model = tiny()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 33)).shape == (1, 10)
-    with pytest.raises(ValueError, match='>= 32'):
+    with pytest.raises(ValueError, match='at least 32x32'):
         model(torch.randn(1, 3, 31, 64))
     assert math.prod(model.forward_features(torch.randn(1, 3, 32, 32)).shape[-2:]) == 1
 

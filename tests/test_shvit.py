@@ -13,7 +13,6 @@ from timm.models.shvit import SHViT
 
 import backbonezoo
 from backbonezoo import CheckpointMismatchError, convert_checkpoint
-from backbonezoo.backbones import shvit_ext
 from backbonezoo.backbones.shvit_ext import FastSHSA, checkpoint_filter_fn, to_kernel_backed
 
 VARIANTS = backbonezoo.get_family('shvit').model_names
@@ -74,13 +73,6 @@ def official_key(key: str) -> str:
     return f'blocks{stage + 1}.{index + (3 if stage > 0 else 0)}.{rest}'
 
 
-def test_timm_create_path_uses_our_filter():
-    import timm.models.shvit as timm_module
-
-    assert timm_module.checkpoint_filter_fn is checkpoint_filter_fn
-    assert checkpoint_filter_fn.__wrapped__ is shvit_ext._TIMM_FILTER
-
-
 @pytest.mark.parametrize('nest', ['model', 'state_dict'])
 @pytest.mark.parametrize('fast', [False, True], ids=['timm', 'fast'])
 def test_parity_official_fixture(nest, fast):
@@ -128,8 +120,11 @@ def test_official_standin_checkpoint_loads(name, tmp_path):
     assert any(k.startswith('blocks3.3.') for k in official) and not any(k.startswith('stages.') for k in official)
     path = tmp_path / f'{name}.pth'
     torch.save({'model': official}, path)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     converted = convert_checkpoint(path, name)
+    torch.save(converted, tmp_path / 'converted.pth')
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'converted.pth')))
+    with pytest.raises(RuntimeError, match='Missing key'):  # timm's own route (untouched): timm's layout only
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     loaded = model.state_dict()
     assert converted.keys() == loaded.keys() and all(torch.equal(converted[k], loaded[k]) for k in loaded)
     assert torch.equal(loaded['stages.1.downsample.2.conv1.c.weight'], official['blocks2.1.conv1.c.weight'])

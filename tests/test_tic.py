@@ -280,7 +280,7 @@ def test_min_size_is_enforced_and_sufficient():
     model = narrow()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 33)).shape == (1, 10)
-    with pytest.raises(ValueError, match='>= 32'):
+    with pytest.raises(ValueError, match='at least 32x32'):
         model(torch.randn(1, 3, 31, 64))
 
 

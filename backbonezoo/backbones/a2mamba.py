@@ -6,8 +6,8 @@ half's output plus its own values), then a one-direction selective scan with ``d
 states are re-aggregated by the same attention maps. Stage 4 replaces the scan by global attention with a learned
 ``(1, heads, N, N)`` bias.
 
-Re-implemented from the specification in ``../shared/families/a2mamba.md`` (official code: LMMMEng/A2Mamba, no
-license file); ``checkpoint_filter_fn`` loads the official checkpoints. Differences in layout, not in math:
+Re-implemented from the paper (official code: https://github.com/LMMMEng/A2Mamba, no license file);
+``checkpoint_filter_fn`` loads the official checkpoints. Differences in layout, not in math:
 
 * The official ``rpb.0`` / ``rpb.1`` are one tied parameter: here a single ``rpb`` serves both head halves, loaded
   from ``rpb.1`` (the key that wins when the official model loads a file). ``rpb.2`` is ``global_rpb``.
@@ -39,7 +39,9 @@ from timm.layers import (
     ConvNormAct,
     DropPath,
     LayerNorm2d,
+    calculate_drop_path_rates,
     get_device_dtype,
+    is_meta_device,
     register_notrace_module,
     to_2tuple,
     trunc_normal_,
@@ -49,8 +51,18 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from backbonezoo.kernels import local_aggregate, local_aggregate_probs, local_probs, local_scores, selective_scan
-from backbonezoo.layers import ChannelAffine, check_input_dtype, opaque_to_tracing, size_oblivious
+from backbonezoo.kernels import selective_scan
+from backbonezoo.layers import (
+    ChannelAffine,
+    check_input,
+    deep_conv_stem,
+    neighborhood_aggregate,
+    neighborhood_aggregate_probs,
+    neighborhood_probs,
+    neighborhood_scores,
+    opaque_to_tracing,
+    size_oblivious,
+)
 
 __all__ = ['A2Mamba', 'checkpoint_filter_fn']
 
@@ -67,49 +79,7 @@ def _dilation_for(size: tuple[int, int], window: tuple[int, int]) -> tuple[int, 
     return torch.sym_min(size[0] // window[0], window[0]), torch.sym_min(size[1] // window[1], window[1])
 
 
-# The kernels dispatch in Python: scripted / fx-traced models call them through these opaque wrappers.
-@opaque_to_tracing
-def neighborhood_scores(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    window: tuple[int, int],
-    dilation: tuple[int, int],
-    bias: torch.Tensor,
-    backend: str | None,
-) -> torch.Tensor:
-    """:func:`backbonezoo.kernels.local_scores` with NATTEN's shifted borders."""
-    return local_scores(q, k, window, dilation=dilation, bias=bias, backend=backend)
-
-
-@opaque_to_tracing
-def neighborhood_probs(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    window: tuple[int, int],
-    dilation: tuple[int, int],
-    bias: torch.Tensor,
-    backend: str | None,
-) -> torch.Tensor:
-    """Softmaxed :func:`neighborhood_scores`, in :func:`backbonezoo.kernels.local_probs`'s reusable layout."""
-    return local_probs(q, k, window, dilation=dilation, bias=bias, backend=backend)
-
-
-@opaque_to_tracing
-def neighborhood_aggregate_probs(
-    probs: torch.Tensor, v: torch.Tensor, window: tuple[int, int], dilation: tuple[int, int], backend: str | None
-) -> torch.Tensor:
-    """:func:`backbonezoo.kernels.local_aggregate_probs` with NATTEN's shifted borders."""
-    return local_aggregate_probs(probs, v, window, dilation=dilation, backend=backend)
-
-
-@opaque_to_tracing
-def neighborhood_aggregate(
-    attn: torch.Tensor, v: torch.Tensor, window: tuple[int, int], dilation: tuple[int, int], backend: str | None
-) -> torch.Tensor:
-    """:func:`backbonezoo.kernels.local_aggregate` with NATTEN's shifted borders."""
-    return local_aggregate(attn, v, window, dilation=dilation, backend=backend)
-
-
+# The scan dispatches in Python: scripted / fx-traced models call it through this opaque wrapper.
 @opaque_to_tracing
 def scan_hidden_states(
     u: torch.Tensor,
@@ -197,7 +167,8 @@ class A2SSM(nn.Module):
         self.A_logs = nn.Parameter(torch.zeros(dim, 1, **dd))  # log(1): the S4D-real init for d_state 1
         self.Ds = nn.Parameter(torch.ones(dim, **dd))
         self.state_fusion = nn.Conv2d(num_heads, num_heads, 1, **dd)
-        self.init_weights()
+        if not is_meta_device(device):
+            self.init_weights()
 
     @torch.no_grad()
     def init_weights(self, dt_min: float = 1e-3, dt_max: float = 0.1, dt_floor: float = 1e-4) -> None:
@@ -513,24 +484,6 @@ def _min_input_size(window_sizes: tuple[int, ...]) -> int:
         size += 1
 
 
-@opaque_to_tracing  # inspects sizes and dtype, formats errors
-def check_input(
-    x: torch.Tensor, in_chans: int, min_size: int, window_size: list[int], stem_weight: torch.Tensor
-) -> None:
-    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's floating-point dtype with
-    H, W >= ``min_size``."""
-    check_input_dtype(x, stem_weight, 'A2Mamba')
-    if x.dim() != 4:
-        raise ValueError(f'A2Mamba: expected a 4-D input (B, {in_chans}, H, W), got shape {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'A2Mamba: expected {in_chans} input channels, got {x.shape[1]} ({tuple(x.shape)})')
-    if min(x.shape[2:]) < min_size:
-        raise ValueError(
-            f'A2Mamba: input size {tuple(x.shape[2:])} is too small; expected at least {min_size} px '
-            f'per side (each stage map must hold its window, window_size={window_size}, strides 4-32)'
-        )
-
-
 class A2Mamba(nn.Module):
     """A2Mamba classification model with timm's API (see the module docstring).
 
@@ -574,22 +527,9 @@ class A2Mamba(nn.Module):
         self.min_input_size = _min_input_size(self.window_size)
         img_size = to_2tuple(img_size)
 
-        c0 = embed_dims[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0 // 2, **dd),
-            nn.GELU(),
-            nn.Conv2d(c0 // 2, c0 // 2, 3, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0 // 2, **dd),
-            nn.GELU(),
-            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0, **dd),
-            nn.GELU(),
-            nn.Conv2d(c0, c0, 3, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0, **dd),
-        )
+        self.stem = deep_conv_stem(in_chans, embed_dims[0], **dd)
 
-        dpr = [x.tolist() for x in torch.linspace(0, drop_path_rate, sum(depths), device='cpu').split(list(depths))]
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # linear over all blocks
         stages, self.feature_info = [], []
         for i in range(num_stages):
             reduction = 4 * 2**i
@@ -622,7 +562,8 @@ class A2Mamba(nn.Module):
         self.conv_head = ConvNormAct(embed_dims[-1], projection, 1, bias=True, act_layer=nn.SiLU, **dd)
         self.num_features = self.head_hidden_size = projection
         self.head = ClassifierHead(projection, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.init_weights()
+        if not is_meta_device(device):  # timm's rule: a meta model holds no values to initialise
+            self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -659,14 +600,17 @@ class A2Mamba(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
-        dd = get_device_dtype(self, device=device, dtype=dtype)  # the model's, also once the head has no parameters
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)  # the model's, also once the head has no parameters
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, **dd)
         self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size, list(self.window_size), self.stem[0].weight)
+        reason = f'each stage map must hold its window, window_size={list(self.window_size)}, strides 4-32'
+        check_input(
+            x, self.stem[0].weight, 'A2Mamba', in_chans=self.in_chans, min_size=self.min_input_size, reason=reason
+        )
 
     def forward_intermediates(
         self,
@@ -703,7 +647,7 @@ class A2Mamba(nn.Module):
             # conv_head is sized for the last stage: without the head, features end at the last kept stage
             self.conv_head = nn.Identity()
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-            self.head = ClassifierHead(self.num_features, 0, pool_type='')
+            self.head = ClassifierHead(self.num_features, 0, pool_type='', **get_device_dtype(self))
             self.num_classes = 0
         return take_indices
 

@@ -29,12 +29,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, Mlp, get_device_dtype, register_notrace_module, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    calculate_drop_path_rates,
+    get_device_dtype,
+    is_meta_device,
+    register_notrace_module,
+    trunc_normal_,
+)
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import routing_attention
-from backbonezoo.layers import check_input_dtype, opaque_to_tracing
+from backbonezoo.layers import check_input, opaque_to_tracing
 
 __all__ = ['BiFormer', 'BiLevelRoutingAttention', 'GlobalAttentionLePE', 'checkpoint_filter_fn']
 
@@ -273,21 +282,6 @@ class BiFormerStage(nn.Module):
         return _to_nchw(x)
 
 
-@opaque_to_tracing  # inspects sizes, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, n_win: int, stem_weight: torch.Tensor) -> None:
-    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's dtype, H and W >= ``min_size``."""
-    if x.dim() != 4:
-        raise ValueError(f'BiFormer expects a 4-D (B, C, H, W) input, got shape {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'BiFormer expects {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
-    if min(x.shape[-2:]) < min_size:
-        raise ValueError(
-            f'BiFormer with n_win={n_win} needs inputs of at least {min_size}x{min_size}, '
-            f'got {x.shape[-2]}x{x.shape[-1]}'
-        )
-    check_input_dtype(x, stem_weight, 'BiFormer')
-
-
 class BiFormer(nn.Module):
     """BiFormer (T / S / B: conv stem, ``stem_type='conv'``; STL: patch stem, ``stem_type='patch'``)."""
 
@@ -367,17 +361,16 @@ class BiFormer(nn.Module):
             )
             pos_embed_kernel = 0
 
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
+        dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # linear over all blocks
         stages, self.feature_info = [], []
         for i in range(num_stages):
-            start = sum(depths[:i])
             stages.append(
                 BiFormerStage(
                     embed_dims[i - 1] if i else embed_dims[0],
                     embed_dims[i],
                     depths[i],
                     downsample=stem_type if i else None,
-                    drop_path=rates[start : start + depths[i]],
+                    drop_path=dpr[i],
                     num_heads=qk_dims[i] // head_dim,
                     n_win=n_win,
                     topk=topks[i],
@@ -397,7 +390,8 @@ class BiFormer(nn.Module):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
+        if not is_meta_device(device):  # timm's rule: a meta model holds no values to initialise
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -414,7 +408,14 @@ class BiFormer(nn.Module):
         return 16 * self.n_win if any(self.topks[:3]) else 32
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size, self.n_win, self.stem[0].weight)
+        reason = (
+            'the stride-32 map needs a pixel'
+            if self.min_input_size == 32
+            else f'n_win={self.n_win} regions per side at stride 16'
+        )
+        check_input(
+            x, self.stem[0].weight, 'BiFormer', in_chans=self.in_chans, min_size=self.min_input_size, reason=reason
+        )
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -442,8 +443,8 @@ class BiFormer(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
-        dd = get_device_dtype(self, device=device, dtype=dtype)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)  # the model's
         self.num_classes = num_classes
         self.head = ClassifierHead(
             self.num_features,

@@ -11,16 +11,17 @@ names; this module adds what timm lacks:
   attended as one window of its own size, the bias sliced to it: every input size works, where the authors' detection
   wrapper crashes on any such map that is not exactly 7x7.
 * ``checkpoint_filter_fn``: converts the authors' release layout (``microsoft/Cream`` ``EfficientViT``: unfused, and
-  the BN-fused layout of their ``replace_batchnorm``) and timm's hub layout into timm's layout. Importing this module
-  installs it in front of timm's own filter (``timm.models.efficientvit_msra.checkpoint_filter_fn``, which
-  ``_create_efficientvit_msra`` looks up at call time), so
-  ``timm.create_model('efficientvit_m4', pretrained=True, pretrained_cfg_overlay=dict(file='efficientvit_m4.pth'))``
-  loads the authors' file strictly, exactly as ``backbonezoo.convert_checkpoint(path, 'efficientvit_m4')`` does.
+  the BN-fused layout of their ``replace_batchnorm``) and timm's hub layout into timm's layout, then applies timm's
+  own filter. It serves the explicit routes: ``backbonezoo.convert_checkpoint('efficientvit_m4.pth',
+  'efficientvit_m4')`` (a strict state dict for ``timm.create_model('efficientvit_m4')``),
+  ``tools/convert_checkpoint.py`` (a timm-layout file that ``pretrained_cfg_overlay=dict(file=...)`` then loads) and
+  the mm backbones' ``init_cfg``.
+  Importing backbonezoo changes nothing in timm: ``timm.create_model('efficientvit_m4', pretrained=True, ...)`` is
+  timm's own route, which reads timm's layout only.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping
 
@@ -30,7 +31,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.efficientvit_msra import CascadedGroupAttention, ConvNorm, LocalWindowAttention, NormLinear
 
-from backbonezoo.checkpoint import guard_pretrained
 from backbonezoo.kernels import local_attention
 from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
 from backbonezoo.layers.tracing import block_counts, crop, is_tracing
@@ -117,9 +117,11 @@ class KernelLocalWindowAttention(nn.Module):
                 q = _window_depthwise(dws, q, window)
             elif nh * nw > 1:  # one window: the same as the plain conv, without the reshapes
                 # the query conv sees each window as its own zero-padded image: fold the windows into the batch
-                q = q.view(B, -1, nh, window[0], nw, window[1]).permute(0, 2, 4, 1, 3, 5)
-                q = dws(q.reshape(B * nh * nw, -1, *window))
-                q = q.view(B, nh, nw, -1, *window).permute(0, 3, 1, 4, 2, 5).reshape(B, -1, ph, pw)
+                # (channel counts spelled out: -1 cannot be inferred from an empty batch)
+                cq = q.shape[1]
+                q = q.view(B, cq, nh, window[0], nw, window[1]).permute(0, 2, 4, 1, 3, 5)
+                q = dws(q.reshape(B * nh * nw, cq, *window))
+                q = q.view(B, nh, nw, cq, *window).permute(0, 3, 1, 4, 2, 5).reshape(B, cq, ph, pw)
             else:
                 q = dws(q)
             out = local_attention(
@@ -258,9 +260,13 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], model: t
     return unfuse_conv_bn(out, model.state_dict(), conv='conv', linear='linear')
 
 
-_TIMM_FILTER: Callable = getattr(
-    _timm_efficientvit.checkpoint_filter_fn, '__wrapped__', _timm_efficientvit.checkpoint_filter_fn
-)
+def _timm_filter(state_dict: dict, model: torch.nn.Module) -> dict:
+    """timm's own EfficientViT-M filter (drops index buffers, resizes ``attention_biases``), read at call time and
+    never replaced; a timm without one gets the same index-buffer drop."""
+    timm_filter: Callable | None = getattr(_timm_efficientvit, 'checkpoint_filter_fn', None)
+    if timm_filter is None:
+        return {k: v for k, v in state_dict.items() if not k.endswith('attention_bias_idxs')}
+    return timm_filter(state_dict, model)
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict:
@@ -274,37 +280,4 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn
         state_dict = state_dict['model']
     if is_official_layout(state_dict):
         state_dict = convert_official_state_dict(state_dict, model)
-    return _TIMM_FILTER(dict(state_dict), model)
-
-
-def _install_timm_filter() -> None:
-    """Put ``checkpoint_filter_fn`` in front of timm's filter for timm's create path (idempotent)."""
-    checkpoint_filter_fn.__wrapped__ = _TIMM_FILTER
-    _timm_efficientvit.checkpoint_filter_fn = checkpoint_filter_fn
-
-
-_install_timm_filter()
-
-
-# pretrained=True without reachable weights fails at once with a message (HF_HUB_OFFLINE and nothing cached, or no
-# network) instead of waiting on the hub client's retries
-guard_pretrained(_timm_efficientvit, '_create_efficientvit_msra')
-
-
-def _install_empty_batch_guard() -> None:
-    """Batch 0 through timm's ``CascadedGroupAttention`` (whose ``view(B, -1, H, W)`` cannot infer -1 from an empty
-    batch): eager calls on an empty batch return the empty map (the attention keeps the shape) instead of raising a
-    reshape error. TorchScript compiles the unwrapped forward; fx proxies and traced / compiled graphs skip the check
-    (idempotent)."""
-    forward = getattr(CascadedGroupAttention.forward, '__wrapped__', CascadedGroupAttention.forward)
-
-    @functools.wraps(forward)
-    def guarded_forward(self, x):
-        if type(x) is torch.Tensor and not torch.jit.is_tracing() and not is_tracing() and x.shape[0] == 0:
-            return x * 0.0
-        return forward(self, x)
-
-    CascadedGroupAttention.forward = guarded_forward
-
-
-_install_empty_batch_guard()
+    return _timm_filter(dict(state_dict), model)

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-import timm.models.byoanet as _timm_byoanet
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,7 +33,6 @@ from timm.layers.halo_attn import HaloAttn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg, SelfAttnBlock
 
-from backbonezoo.checkpoint import guard_pretrained
 from backbonezoo.kernels import local_attention
 from backbonezoo.layers.tracing import block_counts, crop, is_tracing
 
@@ -367,7 +365,3 @@ def halonet_h7(pretrained: bool = False, **kwargs) -> HaloNet:
         block_size=10, halo_size=3, value_ratio=4.0, output_ratio=3.5, stage3_depth=26, num_features=2048
     )
     return _create_halonet('halonet_h7', pretrained, model_cfg=cfg, **kwargs)
-
-
-# timm's HaloNet weights are downloads: pretrained=True without them fails at once (see efficientvit_m.py)
-guard_pretrained(_timm_byoanet, '_create_byoanet')

@@ -34,16 +34,16 @@ from timm.layers import (
     DropPath,
     calculate_drop_path_rates,
     get_device_dtype,
+    is_meta_device,
     register_notrace_module,
     to_2tuple,
     trunc_normal_,
 )
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from torchvision.ops import DeformConv2d
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import DEFORM_BACKENDS, check_input_dtype, deform_conv2d, opaque_to_tracing
+from backbonezoo.layers import DEFORM_BACKENDS, DeformConv2d, check_input, deform_conv2d, opaque_to_tracing
 
 __all__ = ['LITv2', 'HiLoAttention', 'DeformableTokenMerging', 'checkpoint_filter_fn']
 
@@ -248,7 +248,7 @@ class DeformableTokenMerging(nn.Module):
 
     ``deform_backend``: 'torch' (grid-sample + matmul, exact, any device), 'torchvision' (its operator) or None /
     'auto' (torchvision on CUDA and in captured graphs, 'torch' otherwise); see ``backbonezoo.layers.deform_conv2d``.
-    ``conv`` stays a ``torchvision.ops.DeformConv2d``: it holds the weights under the official names.
+    ``conv`` is ``backbonezoo.layers.DeformConv2d`` (torchvision's module and parameter names, the official ones).
     """
 
     def __init__(
@@ -267,10 +267,10 @@ class DeformableTokenMerging(nn.Module):
         self.deform_backend = deform_backend
         # deformable conv v1, one offset group: channel 2k is the row offset of tap k, 2k+1 its column offset
         self.conv_offset = nn.Conv2d(in_dim, 2 * 2 * 2, kernel_size=2, stride=2, **dd)
-        self.conv = DeformConv2d(in_dim, out_dim, kernel_size=2, stride=2, bias=True).to(**dd)
+        self.conv = DeformConv2d(in_dim, out_dim, kernel_size=2, stride=2, bias=True, backend=deform_backend, **dd)
         self.norm = nn.BatchNorm2d(out_dim, **dd)
         self.act = act_layer()
-        if self.conv_offset.weight.device.type != 'meta':
+        if not is_meta_device(device):
             # official init: zero offsets, so training starts from a plain 2x2 stride-2 conv
             nn.init.zeros_(self.conv_offset.weight)
             nn.init.zeros_(self.conv_offset.bias)
@@ -346,19 +346,6 @@ class LITv2Stage(nn.Module):
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
-
-
-@opaque_to_tracing  # inspects sizes and dtype, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
-    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's floating-point dtype with
-    H, W >= ``min_size``."""
-    if x.ndim != 4:
-        raise ValueError(f'LITv2: expected an NCHW image batch (4-D), got a {x.ndim}-D tensor {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'LITv2: expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
-    if x.shape[2] < min_size or x.shape[3] < min_size:
-        raise ValueError(f'LITv2: input {x.shape[2]}x{x.shape[3]} is too small; height and width must be >= {min_size}')
-    check_input_dtype(x, stem_weight, 'LITv2')
 
 
 class LITv2(nn.Module):
@@ -452,7 +439,7 @@ class LITv2(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        if not any(p.is_meta for p in self.parameters()):
+        if not is_meta_device(device):  # timm's rule: a meta model holds no values to initialise
             self.apply(self._init_weights)
 
     @staticmethod
@@ -493,14 +480,21 @@ class LITv2(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
-        dd = get_device_dtype(self, device=device, dtype=dtype)  # the model's, also once the head has no parameters
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)  # the model's, also once the head has no parameters
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, **dd)
         self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size, self.patch_embed.proj.weight)
+        check_input(
+            x,
+            self.patch_embed.proj.weight,
+            'LITv2',
+            in_chans=self.in_chans,
+            min_size=self.min_input_size,
+            reason='the stride-32 map needs a pixel',
+        )
 
     def forward_intermediates(
         self,

@@ -43,7 +43,9 @@ from timm.layers import (
     LayerNorm2d,
     SelectAdaptivePool2d,
     SEModule,
+    calculate_drop_path_rates,
     get_device_dtype,
+    is_meta_device,
     register_notrace_module,
     trunc_normal_,
 )
@@ -52,8 +54,15 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
-from backbonezoo.kernels import local_aggregate, local_scores
-from backbonezoo.layers import ChannelAffine, is_tracing, opaque_to_tracing
+from backbonezoo.layers import (
+    ChannelAffine,
+    check_input,
+    deep_conv_stem,
+    is_tracing,
+    neighborhood_aggregate,
+    neighborhood_scores,
+    opaque_to_tracing,
+)
 
 __all__ = ['OverLoCK', 'checkpoint_filter_fn']
 
@@ -183,9 +192,8 @@ class DilatedReparamBlock(nn.Module):
         if self.bn is None:
             return
         weight, bias = fuse_dilated_reparam(self.state_dict(), eps=self.bn.eps)
-        conv = nn.Conv2d(
-            weight.shape[0], weight.shape[0], self.kernel_size, padding=self.kernel_size // 2, groups=weight.shape[0]
-        ).to(weight)
+        dim, dd = weight.shape[0], {'device': weight.device, 'dtype': weight.dtype}
+        conv = nn.Conv2d(dim, dim, self.kernel_size, padding=self.kernel_size // 2, groups=dim, **dd)
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         self.conv, self.bn, self.branches = conv, None, None
@@ -239,21 +247,14 @@ class RepConvBlock(nn.Module):
         return self.ls(x) + self.drop_path(branch)
 
 
-# The kernels dispatch in Python: scripted / fx-traced models call them through these opaque wrappers.
-@opaque_to_tracing
+@opaque_to_tracing  # builds tensors of the map size
 def neighborhood_bias(
     table: torch.Tensor, height: int, width: int, kernel_size: int, backend: str | None
 ) -> torch.Tensor:
     """A ``(groups, 2k-1, 2k-1)`` relative-position table expanded per query with the operator's own (NATTEN) bias
     indexing, ``(1, groups, H, W, k*k)``: the scores of zero queries and keys are exactly the bias."""
     zeros = table.new_zeros(1, table.shape[0], height, width, 1)
-    return local_scores(zeros, zeros, kernel_size, bias=table, scale=1.0, backend=backend)
-
-
-@opaque_to_tracing
-def neighborhood_aggregate(attn: torch.Tensor, v: torch.Tensor, kernel_size: int, backend: str | None) -> torch.Tensor:
-    """:func:`backbonezoo.kernels.local_aggregate` with NATTEN's shifted borders."""
-    return local_aggregate(attn, v, kernel_size, backend=backend)
+    return neighborhood_scores(zeros, zeros, (kernel_size, kernel_size), (1, 1), table, backend)
 
 
 @opaque_to_tracing  # SymInt arithmetic (torch.sym_*), which TorchScript cannot compile
@@ -412,8 +413,8 @@ class ContMixBlock(nn.Module):
         attn_large = (logits_large + neighborhood_bias(self.rpb_large, height, width, large, backend)).softmax(-1)
         # values: channels split as (small/large half, group, c)
         value = x.unflatten(1, (2, groups, -1)).permute(1, 0, 2, 4, 5, 3)
-        out_small = neighborhood_aggregate(attn_small, value[0], small, backend)
-        out_large = neighborhood_aggregate(attn_large, value[1], large, backend)
+        out_small = neighborhood_aggregate(attn_small, value[0], (small, small), (1, 1), backend)
+        out_large = neighborhood_aggregate(attn_large, value[1], (large, large), (1, 1), backend)
         out = torch.cat([out_small, out_large], dim=1)  # (B, 2G, H, W, c)
         out = out.permute(0, 1, 4, 2, 3).flatten(1, 2)
         if resize:
@@ -490,22 +491,6 @@ class FocusStage(nn.Module):
         return x
 
 
-@opaque_to_tracing  # inspects sizes and dtypes, formats errors
-def check_input(x: torch.Tensor, in_chans: int, stem_weight: torch.Tensor) -> None:
-    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's dtype with H, W large enough."""
-    if x.ndim != 4:
-        raise ValueError(f'x: expected a 4-D (B, C, H, W) tensor, got shape {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'x: expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
-    if x.dtype != stem_weight.dtype and stem_weight.device.type != 'meta':
-        raise TypeError(f'x: dtype {x.dtype} differs from the model dtype {stem_weight.dtype}; cast one to the other')
-    if min(x.shape[-2:]) < MIN_INPUT_SIZE:
-        raise ValueError(
-            f'x: height and width must be at least {MIN_INPUT_SIZE} (stride-32 maps need >= 1 pixel), '
-            f'got {tuple(x.shape[-2:])}'
-        )
-
-
 class OverLoCK(nn.Module):
     """OverLoCK (Base-Net + Overview-Net + Focus-Net) with the timm model API.
 
@@ -568,28 +553,16 @@ class OverLoCK(nn.Module):
             raise ValueError(f'focus_depths={tuple(focus_depths)}: Focus-Net stage 4 needs at least one block')
         self.num_classes = num_classes
         self.in_chans = in_chans
+        self.min_input_size = MIN_INPUT_SIZE
         self.drop_rate = drop_rate
         self.deploy = deploy
         ctx_dim = embed_dims[3] // 4
         self.embed_dims = tuple(embed_dims)
 
-        c0 = embed_dims[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0 // 2, **dd),
-            nn.GELU(),
-            nn.Conv2d(c0 // 2, c0 // 2, 3, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0 // 2, **dd),
-            nn.GELU(),
-            nn.Conv2d(c0 // 2, c0, 3, stride=2, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0, **dd),
-            nn.GELU(),
-            nn.Conv2d(c0, c0, 3, padding=1, bias=False, **dd),
-            nn.BatchNorm2d(c0, **dd),
-        )
+        self.stem = deep_conv_stem(in_chans, embed_dims[0], **dd)
 
         num_blocks = sum(depths) + sum(focus_depths)
-        dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]  # python: works on 'meta'
+        dpr = calculate_drop_path_rates(drop_path_rate, num_blocks)  # linear over all blocks, Focus-Net last
         stages, offset = [], 0
         for i in range(4):
             downsample = nn.Identity() if i == 0 else ConvBn(embed_dims[i - 1], embed_dims[i], 3, stride=2, **dd)
@@ -653,7 +626,8 @@ class OverLoCK(nn.Module):
         else:
             self.aux_head = None
         self.head = ClassifierHead(projection_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        self.apply(self._init_weights)
+        if not is_meta_device(device):  # timm's rule: a meta model holds no values to initialise
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -691,8 +665,8 @@ class OverLoCK(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
-        dd = get_device_dtype(self, device=device, dtype=dtype)  # the model's, also once the head has no parameters
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)  # the model's, also once the head has no parameters
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, **dd)
         if self.aux_head is not None:  # the deep-supervision classifier predicts the same classes
@@ -709,7 +683,14 @@ class OverLoCK(nn.Module):
         self.deploy = True
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.stem[0].weight)
+        check_input(
+            x,
+            self.stem[0].weight,
+            'OverLoCK',
+            in_chans=self.in_chans,
+            min_size=self.min_input_size,
+            reason='the stride-32 map needs a pixel',
+        )
 
     def _forward_focus_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Base-Net stage 3 and the Overview-Net: returns (stage-3 features with the upsampled context appended,

@@ -3,7 +3,7 @@
 Paper: "Partial Convolution Meets Visual Attention", Haiduo Huang et al., 2025 (arXiv:2503.03148); extended as
 "Partial Channel Network: Compute Fewer, Perform Better" (arXiv:2502.01303). Official code (PAT blocks):
 https://github.com/haiduo/PartialNet (MIT). Written from the papers and the official model's behaviour; equivalence
-is proven by the parity fixture in ``../shared/parity/patnet``.
+is proven by the parity fixture in ``tests/fixtures/parity/patnet``.
 
 A FasterNet-style four-stage ConvNet (strides 4-32, BatchNorm). Each block runs a 3x3 partial convolution on a
 quarter of the channels and a cheap attention branch on the other three quarters:
@@ -30,6 +30,7 @@ from timm.layers import (
     DropPath,
     LayerNorm2d,
     SelectAdaptivePool2d,
+    calculate_drop_path_rates,
     get_device_dtype,
     register_notrace_function,
     trunc_normal_,
@@ -38,7 +39,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from backbonezoo.layers import check_input_dtype
+from backbonezoo.layers import check_input
 from backbonezoo.layers.attention import dense_attention
 
 __all__ = ['PATNet', 'checkpoint_filter_fn']
@@ -69,17 +70,20 @@ def irpe_bucket_ids(height: int, width: int, device: torch.device) -> torch.Tens
 class IRPEAttention(nn.Module):
     """Multi-head self-attention over all tokens of an NCHW map, with a per-head iRPE bias on the logits."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.1, proj_drop: float = 0.1):
+    def __init__(
+        self, dim: int, num_heads: int, attn_drop: float = 0.1, proj_drop: float = 0.1, device=None, dtype=None
+    ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if dim % num_heads:
             raise ValueError(f'dim={dim} must be divisible by num_heads={num_heads}')
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=False, **dd)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * RPE_BETA + 1))
+        self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * RPE_BETA + 1, **dd))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -89,17 +93,22 @@ class IRPEAttention(nn.Module):
         out = dense_attention(q, k, v, attn_mask=bias.unsqueeze(0), dropout_p=self.attn_drop if self.training else 0.0)
         # heads merged by concatenation, not transpose + reshape: with symbolic sizes (torch.export / ONNX) the
         # reshape of the transposed tensor fails to decide whether it can be a view
-        out = self.proj_drop(self.proj(torch.cat(out.unbind(1), dim=-1)))
-        return out.transpose(1, 2).reshape(B, C, H, W)
+        out = self.proj(torch.cat(out.unbind(1), dim=-1)).transpose(1, 2).reshape(B, C, H, W)
+        # dropout after the layout change (the same mask: it is drawn in memory order), so that its backward gets
+        # the NCHW gradient as it is; before it, the gradient arrives transposed, the CPU kernel keeps those
+        # strides while the meta kernel aot_autograd traces with says contiguous, and the compiled backward's
+        # view of it fails
+        return self.proj_drop(out)
 
 
 class GaussianChannelGate(nn.Module):
     """PAT_ch's gate: channel statistics (mean, unbiased std over HW) -> dense (1, 2) conv -> BN -> hard-sigmoid."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device=None, dtype=None):
         super().__init__()
-        self.stats_conv = nn.Conv2d(dim, dim, kernel_size=(1, 2), bias=False)
-        self.bn = nn.BatchNorm2d(dim)
+        dd = {'device': device, 'dtype': dtype}
+        self.stats_conv = nn.Conv2d(dim, dim, kernel_size=(1, 2), bias=False, **dd)
+        self.bn = nn.BatchNorm2d(dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(2).float()  # statistics in float32: the std loses precision in half types
@@ -110,18 +119,19 @@ class GaussianChannelGate(nn.Module):
 class PartialMixer(nn.Module):
     """3x3 conv on the first C // n_div channels; PAT_ch ('channel') or PAT_sf ('self') on the rest."""
 
-    def __init__(self, dim: int, n_div: int, attention: str, num_heads: int = 4):
+    def __init__(self, dim: int, n_div: int, attention: str, num_heads: int = 4, device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.conv_dim = dim // n_div
         self.attn_dim = dim - self.conv_dim
         self.attention = attention
-        self.partial_conv3 = nn.Conv2d(self.conv_dim, self.conv_dim, 3, 1, 1, bias=False)
+        self.partial_conv3 = nn.Conv2d(self.conv_dim, self.conv_dim, 3, 1, 1, bias=False, **dd)
         if attention == 'channel':
-            self.attn = GaussianChannelGate(self.attn_dim)
-            self.norm = nn.BatchNorm2d(self.attn_dim)
+            self.attn = GaussianChannelGate(self.attn_dim, **dd)
+            self.norm = nn.BatchNorm2d(self.attn_dim, **dd)
         elif attention == 'self':
-            self.norm = LayerNorm2d(self.attn_dim)
-            self.attn = IRPEAttention(self.attn_dim, num_heads)
+            self.norm = LayerNorm2d(self.attn_dim, **dd)
+            self.attn = IRPEAttention(self.attn_dim, num_heads, **dd)
         else:
             raise ValueError(f"attention={attention!r}: expected 'channel' or 'self'")
 
@@ -138,14 +148,15 @@ class PartialSpatialGate(nn.Module):
     """PAT_sp: a one-channel hard-sigmoid gate (then BN) on the first C - C // 2 channels; BN + 1x1 conv on the
     last C // 2."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.conv_dim = dim // 2
         self.gate_dim = dim - self.conv_dim
-        self.conv = nn.Conv2d(self.conv_dim, self.conv_dim, 1, bias=False)
-        self.conv_attn = nn.Conv2d(self.gate_dim, 1, 1, bias=False)
-        self.norm = nn.BatchNorm2d(self.gate_dim)
-        self.norm2 = nn.BatchNorm2d(self.conv_dim)
+        self.conv = nn.Conv2d(self.conv_dim, self.conv_dim, 1, bias=False, **dd)
+        self.conv_attn = nn.Conv2d(self.gate_dim, 1, 1, bias=False, **dd)
+        self.norm = nn.BatchNorm2d(self.gate_dim, **dd)
+        self.norm2 = nn.BatchNorm2d(self.conv_dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = torch.split(x, [self.gate_dim, self.conv_dim], dim=1)
@@ -166,19 +177,22 @@ class PATBlock(nn.Module):
         act_layer: type[nn.Module],
         num_heads: int = 4,
         drop_path: float = 0.0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.mixer_residual = attention == 'self'
-        self.spatial_mixing = PartialMixer(dim, n_div, attention, num_heads)
+        self.spatial_mixing = PartialMixer(dim, n_div, attention, num_heads, **dd)
         hidden = int(dim * mlp_ratio)
         layers = [
-            nn.Conv2d(dim, hidden, 1, bias=False),
-            nn.BatchNorm2d(hidden),
+            nn.Conv2d(dim, hidden, 1, bias=False, **dd),
+            nn.BatchNorm2d(hidden, **dd),
             act_layer(),
-            nn.Conv2d(hidden, dim, 1, bias=False),
+            nn.Conv2d(hidden, dim, 1, bias=False, **dd),
         ]
         if spatial_gate:
-            layers.append(PartialSpatialGate(dim))
+            layers.append(PartialSpatialGate(dim, **dd))
         self.mlp = nn.Sequential(*layers)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
@@ -190,48 +204,44 @@ class PATBlock(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, in_chans: int, dim: int, patch_size: int = 4):
+    def __init__(self, in_chans: int, dim: int, patch_size: int = 4, device=None, dtype=None):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size, bias=False)
-        self.norm = nn.BatchNorm2d(dim)
+        dd = {'device': device, 'dtype': dtype}
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size, bias=False, **dd)
+        self.norm = nn.BatchNorm2d(dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x))
 
 
 class PatchMerging(nn.Module):
-    def __init__(self, dim: int, patch_size: int = 2):
+    def __init__(self, dim: int, patch_size: int = 2, device=None, dtype=None):
         super().__init__()
-        self.reduction = nn.Conv2d(dim, 2 * dim, patch_size, patch_size, bias=False)
-        self.norm = nn.BatchNorm2d(2 * dim)
+        dd = {'device': device, 'dtype': dtype}
+        self.reduction = nn.Conv2d(dim, 2 * dim, patch_size, patch_size, bias=False, **dd)
+        self.norm = nn.BatchNorm2d(2 * dim, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.reduction(x))
 
 
 class PATStage(nn.Module):
-    def __init__(self, dim: int, depth: int, downsample: bool, drop_path: list[float], **block_kwargs):
+    def __init__(
+        self, dim: int, depth: int, downsample: bool, drop_path: list[float], device=None, dtype=None, **block_kwargs
+    ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.grad_checkpointing = False
-        self.downsample = PatchMerging(dim // 2) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[PATBlock(dim, drop_path=drop_path[i], **block_kwargs) for i in range(depth)])
+        self.downsample = PatchMerging(dim // 2, **dd) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(
+            *[PATBlock(dim, drop_path=drop_path[i], **dd, **block_kwargs) for i in range(depth)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
-
-
-@register_notrace_function
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) input, got shape {list(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'expected {in_chans} input channels, got {x.shape[1]} (shape {list(x.shape)})')
-    if min(x.shape[-2], x.shape[-1]) < min_size:
-        raise ValueError(f'input size {list(x.shape[-2:])} is too small: PATNet needs at least {min_size}x{min_size}')
-    check_input_dtype(x, stem_weight, 'PATNet')
 
 
 class PATNet(nn.Module):
@@ -266,6 +276,7 @@ class PATNet(nn.Module):
         dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         acts = {'gelu': nn.GELU, 'relu': partial(nn.ReLU, inplace=True)}
         if act_layer not in acts:
             raise ValueError(f"act_layer={act_layer!r}: expected 'gelu' or 'relu'")
@@ -276,9 +287,9 @@ class PATNet(nn.Module):
         num_stages = len(depths)
         self.min_input_size = 2 ** (num_stages + 1)
 
-        self.patch_embed = PatchEmbed(in_chans, embed_dim)
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
-        stages, self.feature_info, start = [], [], 0
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, **dd)
+        rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # linear over all blocks
+        stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
             dim = embed_dim * 2**i
             stages.append(
@@ -286,28 +297,27 @@ class PATNet(nn.Module):
                     dim,
                     depth,
                     downsample=i > 0,
-                    drop_path=rates[start : start + depth],
+                    drop_path=rates[i],
                     n_div=n_div,
                     mlp_ratio=mlp_ratio,
                     attention='self' if i == num_stages - 1 else 'channel',
                     spatial_gate=spatial_gate,
                     act_layer=act,
                     num_heads=num_heads,
+                    **dd,
                 )
             )
-            start += depth
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.num_features = embed_dim * 2 ** (num_stages - 1)
         self.head_hidden_size = feature_dim
         self.global_pool = SelectAdaptivePool2d(pool_type=global_pool)
-        self.conv_head = nn.Conv2d(self.num_features, feature_dim, 1, bias=False)
+        self.conv_head = nn.Conv2d(self.num_features, feature_dim, 1, bias=False, **dd)
         self.act = act()
         self.flatten = nn.Flatten(1) if global_pool else nn.Identity()
-        self.classifier = nn.Linear(feature_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+        self.classifier = nn.Linear(feature_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        if self.patch_embed.proj.weight.device.type != 'meta':  # nothing to initialise on the meta device
+            self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -364,7 +374,7 @@ class PATNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt={output_fmt!r}: only 'NCHW' is supported")
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        check_input(x, self.in_chans, self.min_input_size, self.patch_embed.proj.weight)
+        check_input(x, self.patch_embed.proj.weight, 'PATNet', in_chans=self.in_chans, min_size=self.min_input_size)
         x = self.patch_embed(x)
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
         intermediates = []
@@ -393,7 +403,7 @@ class PATNet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, self.min_input_size, self.patch_embed.proj.weight)
+        check_input(x, self.patch_embed.proj.weight, 'PATNet', in_chans=self.in_chans, min_size=self.min_input_size)
         return self.stages(self.patch_embed(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -5,10 +5,11 @@ adds what timm lacks:
 
 * ``checkpoint_filter_fn``: converts the authors' release layout (``ysj9909/SHViT``: unfused, nested under
   ``'model'`` or ``'state_dict'``, and the BN-fused layout of their ``replace_batchnorm``, which also folds each
-  residual depthwise conv) and timm's hub layout into timm's layout. Importing this module installs it in front of
-  timm's own filter (``timm.models.shvit.checkpoint_filter_fn``, looked up by ``_create_shvit`` at call time), so
-  ``timm.create_model('shvit_s4', pretrained=True, pretrained_cfg_overlay=dict(file='shvit_s4.pth'))`` loads the
-  authors' file strictly, as ``backbonezoo.convert_checkpoint(path, 'shvit_s4')`` does.
+  residual depthwise conv) and timm's hub layout into timm's layout, then applies timm's own filter. It serves the
+  explicit routes: ``backbonezoo.convert_checkpoint('shvit_s4.pth', 'shvit_s4')`` (a strict state dict for
+  ``timm.create_model('shvit_s4')``), ``tools/convert_checkpoint.py`` (a timm-layout file for
+  ``pretrained_cfg_overlay=dict(file=...)``) and the mm backbones' ``init_cfg``. Importing backbonezoo changes
+  nothing in timm: ``timm.create_model('shvit_s4', pretrained=True, ...)`` is timm's own route (timm's layout only).
 
 * ``FastSHSA`` / ``to_kernel_backed(model)``: timm's single-head attention (same parameters and state dict) through
   ``F.scaled_dot_product_attention``. Its query/key width (16) differs from the value width (``partial_dim``), which
@@ -30,7 +31,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.shvit import SHSA, Conv2dNorm, NormLinear
 
-from backbonezoo.checkpoint import guard_pretrained
 from backbonezoo.layers.bn_fold import cached_fold, merge_distillation_head, unfuse_conv_bn
 
 __all__ = [
@@ -154,7 +154,10 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor], model: t
     return unfuse_conv_bn(out, model.state_dict(), conv='c', linear='l', residual_identity=True)
 
 
-_TIMM_FILTER: Callable = getattr(_timm_shvit.checkpoint_filter_fn, '__wrapped__', _timm_shvit.checkpoint_filter_fn)
+def _timm_filter(state_dict: dict, model: torch.nn.Module) -> dict:
+    """timm's own SHViT filter, read at call time and never replaced (a timm without one: pass through)."""
+    timm_filter: Callable | None = getattr(_timm_shvit, 'checkpoint_filter_fn', None)
+    return state_dict if timm_filter is None else timm_filter(state_dict, model)
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict:
@@ -169,17 +172,4 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: torch.nn
             break
     if is_official_layout(state_dict):
         state_dict = convert_official_state_dict(state_dict, model)
-    return _TIMM_FILTER(dict(state_dict), model)
-
-
-def _install_timm_filter() -> None:
-    """Put ``checkpoint_filter_fn`` in front of timm's filter for timm's create path (idempotent)."""
-    checkpoint_filter_fn.__wrapped__ = _TIMM_FILTER
-    _timm_shvit.checkpoint_filter_fn = checkpoint_filter_fn
-
-
-_install_timm_filter()
-
-
-# timm's SHViT weights are on the hub: pretrained=True without them fails at once (see efficientvit_m.py)
-guard_pretrained(_timm_shvit, '_create_shvit')
+    return _timm_filter(dict(state_dict), model)

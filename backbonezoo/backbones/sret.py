@@ -2,7 +2,7 @@
 
 Paper: "Sliced Recursive Transformer", Zhiqiang Shen, Zechun Liu, Eric Xing, ECCV 2022 (arXiv:2111.05297).
 Official code: https://github.com/szq0214/SReT (MIT). Written from the paper and the official model's behaviour;
-equivalence is proven by the parity fixture in ``../shared/parity/sret``.
+equivalence is proven by the parity fixture in ``tests/fixtures/parity/sret``.
 
 A three-stage ViT (strides 8 / 16 / 32) with a convolutional stem. Each attention block is applied twice
 (recursion) with a small MLP "projection layer" after each application, so a stage of depth ``d`` owns ``d / 2``
@@ -31,12 +31,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, register_notrace_function, trunc_normal_
+from timm.layers import (
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    NormMlpClassifierHead,
+    calculate_drop_path_rates,
+    get_device_dtype,
+    register_notrace_function,
+    trunc_normal_,
+)
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
-from backbonezoo.layers import check_input_dtype
+from backbonezoo.layers import check_input
 from backbonezoo.layers.attention import dense_attention
 
 __all__ = ['SReT', 'checkpoint_filter_fn']
@@ -49,15 +58,18 @@ LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 class SlicedAttention(nn.Module):
     """Multi-head self-attention within contiguous token groups, optionally after a token permutation."""
 
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(
+        self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0, device=None, dtype=None
+    ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if dim % num_heads:
             raise ValueError(f'dim={dim} must be divisible by num_heads={num_heads}')
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
+        self.qkv = nn.Linear(dim, dim * 3, **dd)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(
@@ -101,9 +113,9 @@ class ScaledOutputMlp(Mlp):
 class ResidualScale(nn.Module):
     """A learnable scalar multiplying a residual path (initialised to 1)."""
 
-    def __init__(self):
+    def __init__(self, device=None, dtype=None):
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(1))
+        self.scale = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
@@ -120,15 +132,18 @@ class AttentionBlock(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
-        self.norm1 = LayerNorm(dim)
-        self.attn = SlicedAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop)
-        self.norm2 = LayerNorm(dim)
-        self.mlp = ScaledOutputMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        dd = {'device': device, 'dtype': dtype}
+        self.norm1 = LayerNorm(dim, **dd)
+        self.attn = SlicedAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=proj_drop, **dd)
+        self.norm2 = LayerNorm(dim, **dd)
+        self.mlp = ScaledOutputMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.skip_scale1, self.attn_scale = ResidualScale(), ResidualScale()
-        self.skip_scale2, self.mlp_scale = ResidualScale(), ResidualScale()
+        self.skip_scale1, self.attn_scale = ResidualScale(**dd), ResidualScale(**dd)
+        self.skip_scale2, self.mlp_scale = ResidualScale(**dd), ResidualScale(**dd)
 
     def forward(self, x: torch.Tensor, num_groups: int = 1, perm: torch.Tensor | None = None) -> torch.Tensor:
         # s1 * x + s2 * f(x) as one addcmul, s2 folded into f's last linear: a third of the elementwise passes
@@ -142,11 +157,12 @@ class AttentionBlock(nn.Module):
 class ProjectionLayer(nn.Module):
     """The non-linear projection between recursions: x = s1 * x + s2 * MLP(LN(x))."""
 
-    def __init__(self, dim: int, mlp_ratio: float, proj_drop: float = 0.0):
+    def __init__(self, dim: int, mlp_ratio: float, proj_drop: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.norm = LayerNorm(dim)
-        self.mlp = ScaledOutputMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
-        self.skip_scale, self.mlp_scale = ResidualScale(), ResidualScale()
+        dd = {'device': device, 'dtype': dtype}
+        self.norm = LayerNorm(dim, **dd)
+        self.mlp = ScaledOutputMlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
+        self.skip_scale, self.mlp_scale = ResidualScale(**dd), ResidualScale(**dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.mlp(self.norm(x), self.mlp_scale.scale), x, self.skip_scale.scale)
@@ -155,9 +171,10 @@ class ProjectionLayer(nn.Module):
 class ConvPool(nn.Module):
     """PiT-style pooling between stages: 3x3 stride-2 grouped conv doubling the channels."""
 
-    def __init__(self, in_chs: int, out_chs: int):
+    def __init__(self, in_chs: int, out_chs: int, device=None, dtype=None):
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1, groups=in_chs)
+        dd = {'device': device, 'dtype': dtype}
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1, groups=in_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -166,12 +183,13 @@ class ConvPool(nn.Module):
 class ConvStem(nn.Module):
     """Three 3x3 stride-2 conv + BN + ReLU layers (total stride 8): in_chans -> C/2 -> C -> C."""
 
-    def __init__(self, in_chans: int, out_chs: int):
+    def __init__(self, in_chans: int, out_chs: int, device=None, dtype=None):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         mid_chs = out_chs // 2
-        self.conv1, self.bn1 = nn.Conv2d(in_chans, mid_chs, 3, 2, 1), nn.BatchNorm2d(mid_chs)
-        self.conv2, self.bn2 = nn.Conv2d(mid_chs, out_chs, 3, 2, 1), nn.BatchNorm2d(out_chs)
-        self.conv3, self.bn3 = nn.Conv2d(out_chs, out_chs, 3, 2, 1), nn.BatchNorm2d(out_chs)
+        self.conv1, self.bn1 = nn.Conv2d(in_chans, mid_chs, 3, 2, 1, **dd), nn.BatchNorm2d(mid_chs, **dd)
+        self.conv2, self.bn2 = nn.Conv2d(mid_chs, out_chs, 3, 2, 1, **dd), nn.BatchNorm2d(out_chs, **dd)
+        self.conv3, self.bn3 = nn.Conv2d(out_chs, out_chs, 3, 2, 1, **dd), nn.BatchNorm2d(out_chs, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -193,12 +211,15 @@ class RecursiveUnit(nn.Module):
         proj_drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         self.groups, self.recursive_groups = groups, recursive_groups
-        self.block = AttentionBlock(dim, num_heads, mlp_ratio, proj_drop, attn_drop, drop_path)
-        self.proj1 = ProjectionLayer(dim, proj_mlp_ratio, proj_drop)
-        self.proj2 = ProjectionLayer(dim, proj_mlp_ratio, proj_drop)
+        self.block = AttentionBlock(dim, num_heads, mlp_ratio, proj_drop, attn_drop, drop_path, **dd)
+        self.proj1 = ProjectionLayer(dim, proj_mlp_ratio, proj_drop, **dd)
+        self.proj2 = ProjectionLayer(dim, proj_mlp_ratio, proj_drop, **dd)
 
     def forward(self, x: torch.Tensor, perm: torch.Tensor | None = None) -> torch.Tensor:
         x = self.proj1(self.block(x, self.groups))
@@ -246,14 +267,17 @@ class SReTStage(nn.Module):
         attn_drop: float = 0.0,
         drop_path: Sequence[float] = (),
         stage_index: int = 0,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         if depth % 2:
             raise ValueError(f'depth={depth}: every attention block is applied twice, so depth must be even')
         self.groups, self.recursive_groups = groups, recursive_groups
         self.stage_index = stage_index
         self.grad_checkpointing = False
-        self.downsample = ConvPool(in_chs, dim) if downsample else nn.Identity()
+        self.downsample = ConvPool(in_chs, dim, **dd) if downsample else nn.Identity()
         # The official model gives block j the drop-path rate of the stage's j-th application.
         self.units = nn.ModuleList(
             RecursiveUnit(
@@ -266,6 +290,7 @@ class SReTStage(nn.Module):
                 proj_drop,
                 attn_drop,
                 drop_path[j] if drop_path else 0.0,
+                **dd,
             )
             for j in range(depth // 2)
         )
@@ -290,20 +315,6 @@ class SReTStage(nn.Module):
             else:
                 x = unit(x, perm)
         return x.transpose(1, 2).reshape(B, C, H, W)
-
-
-@register_notrace_function
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f'expected a 4-D (B, {in_chans}, H, W) input, got shape {list(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'expected {in_chans} input channels, got {x.shape[1]} (shape {list(x.shape)})')
-    if min(x.shape[-2], x.shape[-1]) < min_size:
-        raise ValueError(
-            f'input size {list(x.shape[-2:])} is too small: SReT needs at least {min_size}x{min_size} '
-            '(sides that are multiples of 32)'
-        )
-    check_input_dtype(x, stem_weight, 'SReT')
 
 
 @register_notrace_function
@@ -353,6 +364,7 @@ class SReT(nn.Module):
         dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}
         num_stages = len(depths)
         if not (len(base_dims) == len(num_heads) == num_stages):
             raise ValueError(f'base_dims={base_dims}, num_heads={num_heads}, depths={depths} must have equal lengths')
@@ -370,13 +382,14 @@ class SReT(nn.Module):
         self.shuffle_seed = shuffle_seed
         self.min_input_size = 2 ** (num_stages + 2)
 
-        self.stem = ConvStem(in_chans, dims[0])
-        self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], img_size[0] // 8, img_size[1] // 8))
+        self.stem = ConvStem(in_chans, dims[0], **dd)
+        self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], img_size[0] // 8, img_size[1] // 8, **dd))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        # Official rule: rates over all applications, linearly from 0 (exclusive of drop_path_rate).
+        # Official rule: rate * i / total for the i-th of all applications, so drop_path_rate itself is never reached:
+        # the first ``total`` of ``total + 1`` evenly spaced rates
         total = sum(depths)
-        rates = [drop_path_rate * i / total for i in range(total)]
+        rates = calculate_drop_path_rates(drop_path_rate, total + 1)[:total]
         stages, self.feature_info, start, prev = [], [], 0, dims[0]
         for i in range(num_stages):
             stages.append(
@@ -394,6 +407,7 @@ class SReT(nn.Module):
                     attn_drop=attn_drop_rate,
                     drop_path=rates[start : start + depths[i]],
                     stage_index=i,
+                    **dd,
                 )
             )
             start += depths[i]
@@ -401,11 +415,15 @@ class SReT(nn.Module):
             self.feature_info.append(dict(num_chs=dims[i], reduction=8 * 2**i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.head = NormMlpClassifierHead(
-            dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-6)
+            dims[-1],
+            num_classes,
+            pool_type=global_pool,
+            drop_rate=drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=1e-6),
+            **dd,
         )
-        self._init_weights()
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+        if self.pos_embed.device.type != 'meta':  # nothing to initialise on the meta device
+            self._init_weights()
 
     def _init_weights(self):
         trunc_normal_(self.pos_embed, std=0.02)
@@ -442,12 +460,26 @@ class SReT(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.reset_head(num_classes, global_pool)
+
+    @torch.jit.ignore
+    def reset_head(self, num_classes: int, global_pool: str | None = None, reset_other: bool = False) -> None:
+        """``reset_classifier``, optionally also removing the head's norm (``reset_other``: what pruning to an
+        earlier stage needs, whose width the norm does not fit). New layers follow the model's device and dtype."""
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
+        dd = get_device_dtype(self)
+        self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features, **dd)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.in_chans, self.min_input_size, self.stem.conv1.weight)
+        check_input(
+            x,
+            self.stem.conv1.weight,
+            'SReT',
+            in_chans=self.in_chans,
+            min_size=self.min_input_size,
+            reason='sides that are multiples of 32 always work',
+        )
         x = self.stem(x)
         return self.pos_drop(x + resize_pos_embed(self.pos_embed, x.shape[-2:]))
 
@@ -486,7 +518,7 @@ class SReT(nn.Module):
             # the head's norm is sized for the last stage, so it goes with it
             self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
         if prune_head or prune_end:
-            self.reset_classifier(0, '', reset_other=True)
+            self.reset_head(0, '', reset_other=True)
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Paper: "TiC: Exploring Vision Transformer in Convolution", Song Zhang, Qingzhong Wang, Jiang Bian, Haoyi Xiong
 (arXiv:2310.04134). The authors released only the MSA-Conv CUDA operator (https://github.com/StriveZs/MSA-Conv, no
 license): no network, configs or checkpoints. Everything above the operator is backbonezoo's design, written from the
-paper's abstract and the author's answers (see ``../shared/families/tic.md``); the variants are our configurations.
+paper's abstract and the author's answers in the operator's issues (https://github.com/StriveZs/MSA-Conv/issues/1
+and /issues/2); the variants are our configurations.
 
 **MSA-Conv** is self-attention over a sliding k x k window (dilation ``d``, stride 1) computed like a convolution:
 neighbours outside the map are zero keys and zero values that still take part in the softmax (the official op pads
@@ -51,6 +52,7 @@ from timm.layers import (
     Mlp,
     calculate_drop_path_rates,
     get_device_dtype,
+    is_meta_device,
     register_notrace_module,
     trunc_normal_,
 )
@@ -58,7 +60,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 
 from backbonezoo.kernels import local_attention
-from backbonezoo.layers import check_input_dtype, opaque_to_tracing
+from backbonezoo.layers import check_input, opaque_to_tracing
 
 __all__ = ['TiC', 'MSAConv', 'msa_conv', 'checkpoint_filter_fn']
 
@@ -369,19 +371,6 @@ class TiCStage(nn.Module):
         return self.blocks(x)
 
 
-@opaque_to_tracing  # inspects sizes and dtype, formats errors
-def check_input(x: torch.Tensor, in_chans: int, min_size: int, stem_weight: torch.Tensor) -> None:
-    """Raise a named error unless ``x`` is a (B, in_chans, H, W) batch of the model's floating-point dtype with
-    H, W >= ``min_size``."""
-    if x.ndim != 4:
-        raise ValueError(f'TiC: expected an NCHW image batch (4-D), got a {x.ndim}-D tensor {tuple(x.shape)}')
-    if x.shape[1] != in_chans:
-        raise ValueError(f'TiC: expected {in_chans} input channels, got {x.shape[1]} (shape {tuple(x.shape)})')
-    if x.shape[2] < min_size or x.shape[3] < min_size:
-        raise ValueError(f'TiC: input {x.shape[2]}x{x.shape[3]} is too small; height and width must be >= {min_size}')
-    check_input_dtype(x, stem_weight, 'TiC')
-
-
 class TiC(nn.Module):
     """TiC with the timm model API.
 
@@ -480,7 +469,7 @@ class TiC(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
-        if not any(p.is_meta for p in self.parameters()):
+        if not is_meta_device(device):  # timm's rule: a meta model holds no values to initialise
             self.apply(self._init_weights)
 
     @staticmethod
@@ -516,14 +505,21 @@ class TiC(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None, device=None, dtype=None) -> None:
-        dd = get_device_dtype(self, device=device, dtype=dtype)  # the model's, also once the head has no parameters
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)  # the model's, also once the head has no parameters
         self.num_classes = num_classes
         self.head.reset(num_classes, pool_type=global_pool, **dd)
         self.head.train(self.training)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_input(x, self.in_chans, self.min_input_size, self.stem.conv1.weight)
+        check_input(
+            x,
+            self.stem.conv1.weight,
+            'TiC',
+            in_chans=self.in_chans,
+            min_size=self.min_input_size,
+            reason='the stride-32 map needs a pixel',
+        )
 
     def forward_intermediates(
         self,

@@ -15,6 +15,9 @@ crashing the process, when an offset is NaN). :func:`deform_conv2d_grid` compute
 Gradients come from autograd and equal torchvision's. Non-finite offsets never index out of bounds: an infinite
 offset samples zero (outside the map), a NaN offset gives NaN at that output position.
 
+:class:`DeformConv2d` is ``torchvision.ops.DeformConv2d`` (same parameters, names and initialisation) built with
+timm's ``device`` / ``dtype`` arguments and computing through :func:`deform_conv2d`.
+
 :func:`deform_conv2d` picks the implementation: torchvision's operator on CUDA and while a graph is captured or the
 operators are watched (``torch.jit.trace``, ``torch.export`` / ONNX, a ``TorchDispatchMode`` such as the FLOP counter:
 they know it as one node), the grid formulation otherwise (CPU eager, TorchScript's Python calls,
@@ -24,10 +27,15 @@ offsets moved outside the map, so that it cannot crash either.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['DEFORM_BACKENDS', 'deform_conv2d', 'deform_conv2d_grid']
+from .tracing import opaque_to_tracing
+
+__all__ = ['DEFORM_BACKENDS', 'DeformConv2d', 'deform_conv2d', 'deform_conv2d_grid']
 
 DEFORM_BACKENDS = ('auto', 'torch', 'torchvision')
 
@@ -185,3 +193,73 @@ def deform_conv2d(
         offset = torch.where(offset != offset, torch.full_like(offset, -1e30), offset)
     stride, padding, dilation = _pair(stride, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation')
     return tv_deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask)
+
+
+@opaque_to_tracing  # dispatches on device / capture mode in Python, formats errors
+def _deform_conv2d_call(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    mask: torch.Tensor | None,
+    backend: str | None,
+) -> torch.Tensor:
+    return deform_conv2d(input, offset, weight, bias, stride, padding, dilation, mask, backend)
+
+
+class DeformConv2d(nn.Module):
+    """``torchvision.ops.DeformConv2d`` with ``device`` / ``dtype`` (built in place, on the meta device too) and a
+    ``backend`` for :func:`deform_conv2d`. Same ``weight`` / ``bias`` names and shapes, same initialisation (Kaiming
+    uniform weight, uniform bias), so checkpoints and seeded models carry over unchanged."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        backend: str | None = None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f'DeformConv2d: in_channels={in_channels} and out_channels={out_channels} must be divisible by '
+                f'groups={groups}'
+            )
+        if backend not in (None, *DEFORM_BACKENDS):
+            raise ValueError(f'DeformConv2d: backend={backend!r}, expected None or one of {DEFORM_BACKENDS}')
+        self.in_channels, self.out_channels, self.groups, self.backend = in_channels, out_channels, groups, backend
+        self.kernel_size = _pair(kernel_size, 'kernel_size')
+        self.stride, self.padding = _pair(stride, 'stride'), _pair(padding, 'padding')
+        self.dilation = _pair(dilation, 'dilation')
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **dd))
+        self.bias = nn.Parameter(torch.empty(out_channels, **dd)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return _deform_conv2d_call(
+            input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask, self.backend
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, '
+            f'padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}'
+        )

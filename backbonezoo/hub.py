@@ -7,7 +7,8 @@ The route, from an authors' checkpoint to a hub repository::
 
 or, from Python, with a model that holds the weights::
 
-    model = timm.create_model('efficientvit_m0', pretrained=True, pretrained_cfg_overlay=dict(file='official.pth'))
+    state_dict = backbonezoo.convert_checkpoint('official.pth', 'efficientvit_m0')  # the authors' layout -> timm's
+    model = timm.create_model('efficientvit_m0', pretrained=True, pretrained_cfg_overlay=dict(state_dict=state_dict))
     backbonezoo.hub.save_for_hub(model, 'hub/efficientvit_m0', repo_id='ORG/efficientvit_m0.in1k')
     backbonezoo.hub.push_to_hub('hub/efficientvit_m0', 'ORG/efficientvit_m0.in1k')
 

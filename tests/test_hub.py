@@ -89,8 +89,9 @@ x = torch.randn(2, 3, 224, 224)
 out = {}
 for repo_id, src in zip(sys.argv[3::2], sys.argv[4::2]):
     hub_model = timm.create_model(f'hf-hub:{repo_id}', pretrained=True).eval()
-    direct = timm.create_model(repo_id.split('/')[1].split('.')[0], pretrained=True,
-                               pretrained_cfg_overlay=dict(file=src)).eval()
+    arch = repo_id.split('/')[1].split('.')[0]
+    direct = timm.create_model(arch, pretrained=True,
+                               pretrained_cfg_overlay=dict(state_dict=backbonezoo.convert_checkpoint(src, arch))).eval()
     with torch.no_grad():
         out[repo_id] = dict(
             hub=hub_model(x), direct=direct(x), state_dict=hub_model.state_dict(),
@@ -137,7 +138,8 @@ def test_hf_hub_offline_load_equals_the_direct_route(name, exported, hub_loaded)
     item = exported[name]
     loaded = hub_loaded[item['repo_id']]
     assert torch.equal(loaded['hub'], loaded['direct']), 'hf-hub: outputs differ from the official file loaded directly'
-    direct = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(item['src'])))
+    converted = backbonezoo.convert_checkpoint(str(item['src']), name)
+    direct = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=converted))
     expected = direct.state_dict()
     assert loaded['state_dict'].keys() == expected.keys()
     assert all(torch.equal(loaded['state_dict'][k], v) for k, v in expected.items())

@@ -282,10 +282,21 @@ def render_card(family, registered: set[str], measurements: dict, results: list[
     if weights:
         lines += [f'- `{name}.{w.tag}`: {_weights_line(w)}' for name, w in weights]
         lines.append('')
+    if family.timm_owned:  # timm's names keep timm's own loader: the authors' layout goes through our converter
+        load = [
+            f"state_dict = backbonezoo.convert_checkpoint('/path/to/file.pth', '{first}')  # authors' layout -> timm's",
+            f"model = timm.create_model('{first}', pretrained=True, "
+            'pretrained_cfg_overlay=dict(state_dict=state_dict))',
+        ]
+    else:
+        load = [
+            f"model = timm.create_model('{first}', pretrained=True, "
+            "pretrained_cfg_overlay=dict(file='/path/to/file.pth'))",
+            f"state_dict = backbonezoo.convert_checkpoint('/path/to/file.pth', '{first}')  # zoo (timm) layout",
+        ]
     lines += [
         '```python',
-        f"model = timm.create_model('{first}', pretrained=True, pretrained_cfg_overlay=dict(file='/path/to/file.pth'))",
-        f"state_dict = backbonezoo.convert_checkpoint('/path/to/file.pth', '{first}')  # zoo (timm) layout",
+        *load,
         '```',
         '',
         'or convert once to a verified safetensors file:',

@@ -13,8 +13,8 @@ from timm.models.efficientvit_msra import CascadedGroupAttention, EfficientVitMs
 
 import backbonezoo
 from backbonezoo import CheckpointMismatchError, convert_checkpoint
-from backbonezoo.backbones import efficientvit_m
-from backbonezoo.backbones.efficientvit_m import KernelLocalWindowAttention, checkpoint_filter_fn, to_kernel_backed
+from backbonezoo.backbones import efficientvit_ext
+from backbonezoo.backbones.efficientvit_ext import KernelLocalWindowAttention, checkpoint_filter_fn, to_kernel_backed
 
 VARIANTS = backbonezoo.get_family('efficientvit').model_names
 
@@ -239,7 +239,7 @@ def test_window_depthwise_equals_the_per_window_conv():
     windows = q.view(2, 16, 2, 7, 3, 7).permute(0, 2, 4, 1, 3, 5).reshape(12, 16, 7, 7)
     with torch.no_grad():
         expected = conv_norm(windows).view(2, 2, 3, 16, 7, 7).permute(0, 3, 1, 4, 2, 5).reshape(2, 16, 14, 21)
-        assert_close_rel(efficientvit_m._window_depthwise(conv_norm, q, (7, 7)), expected, 1e-5)
+        assert_close_rel(efficientvit_ext._window_depthwise(conv_norm, q, (7, 7)), expected, 1e-5)
 
 
 @pytest.mark.parametrize('example', [(14, 14), (7, 7)], ids=lambda s: f'{s[0]}x{s[1]}')

@@ -13,7 +13,7 @@ from timm.models.byobnet import ByoBlockCfg, ByobNet, ByoModelCfg
 
 import backbonezoo
 from backbonezoo import CheckpointMismatchError, convert_checkpoint
-from backbonezoo.backbones.halonet import KernelHaloAttn, checkpoint_filter_fn, to_kernel_backed
+from backbonezoo.backbones.halonet_ext import KernelHaloAttn, checkpoint_filter_fn, to_kernel_backed
 
 FAMILY = backbonezoo.get_family('halonet')
 PAPER_VARIANTS = [v for v in FAMILY.variants if v.params_rtol]

@@ -378,3 +378,24 @@ def test_family_extra_rejects_unknown_keys():
 
 if __name__ == '__main__':  # pragma: no cover
     sys.exit(pytest.main([str(Path(__file__))]))
+
+
+# ------------------------------------------------------------------------------------------ naming and registration
+
+
+def test_one_naming_scheme_and_the_zoo_as_the_registry():
+    """backbones/<family>.py (or <family>_ext.py exactly when timm ships the family), mm/families/<family>.py, and no
+    other family module: the packages import what the zoo lists, so a module the zoo does not name is never loaded."""
+    families = zoo.families()
+    for name, family in families.items():
+        suffix = '_ext' if family.timm_owned else ''
+        assert family.module == f'backbonezoo.backbones.{name}{suffix}', name
+        assert family.module in sys.modules, f'{family.module}: not imported by import backbonezoo'
+        assert (REPO / 'backbonezoo' / 'mm' / 'families' / f'{name}.py').is_file(), name
+    package = REPO / 'backbonezoo'
+    backbone_files = {p.stem for p in (package / 'backbones').glob('*.py')} - {'__init__'}
+    assert backbone_files == {f.module.rsplit('.', 1)[1] for f in families.values()}
+    assert {p.stem for p in (package / 'mm' / 'families').glob('*.py')} - {'__init__'} == set(families)
+    assert {p.stem for p in (package / 'zoo').glob('*.py')} - {'__init__', 'recipe'} == set(families)
+    timm_modules = {m.rsplit('.', 1)[-1] for m in sys.modules if m.startswith('timm.models.')}
+    assert not backbone_files & timm_modules, 'a family module named like a timm module'

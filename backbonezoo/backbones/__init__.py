@@ -1,17 +1,14 @@
 """One module per family; importing a module registers its variants with timm.
 
-Module names must differ from timm's model module names (timm groups ``list_models(module=...)`` by them).
+The zoo is the registry: each ``backbonezoo/zoo/<family>.py`` names its model module (``Family.module``), and this
+package imports exactly those. Module names: ``<family>.py`` for the zoo's own families, ``<family>_ext.py`` for
+the families timm already ships (EfficientViT-M, SHViT, HaloNet: the module extends timm's models, and a module name
+must differ from timm's, which groups ``list_models(module=...)`` by file name).
 """
 
-from . import (
-    a2mamba,  # noqa: F401
-    biformer,  # noqa: F401
-    efficientvit_m,  # noqa: F401
-    halonet,  # noqa: F401
-    litv2,  # noqa: F401
-    overlock,  # noqa: F401
-    patnet,  # noqa: F401
-    shvit_ext,  # noqa: F401
-    sret,  # noqa: F401
-    tic,  # noqa: F401
-)
+import importlib
+
+from ..zoo import families as _families
+
+for _family in _families().values():
+    importlib.import_module(_family.module)

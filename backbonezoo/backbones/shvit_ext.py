@@ -17,7 +17,7 @@ adds what timm lacks:
   scale is passed explicitly) and lets SDPA take its fused flash kernel, which never materialises the N x N logits.
 
 SHViT shares EfficientViT-M's code base (stem, PatchMerging, BN-fusion scheme), so the fusion helpers are shared
-with :mod:`backbonezoo.backbones.efficientvit_m`.
+with :mod:`backbonezoo.backbones.efficientvit_ext`.
 """
 
 from __future__ import annotations

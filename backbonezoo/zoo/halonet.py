@@ -44,7 +44,7 @@ FAMILY = Family(
     code='https://github.com/huggingface/pytorch-image-models/blob/aa4b5850c1543fa488abf260f18390eda46cf85d/timm/layers/halo_attn.py',
     code_license='Apache-2.0 (timm; the authors released no code)',
     weights_license='Apache-2.0 (timm-trained weights); the paper variants have no weights',
-    module='backbonezoo.backbones.halonet',
+    module='backbonezoo.backbones.halonet_ext',
     timm_owned=True,
     # timm's HaloAttn needs every attention input to be a multiple of its block (8 at stride 32): 256 multiples.
     # Our paper variants pad to block multiples and accept any size; timm's models do not.

@@ -1,17 +1,12 @@
 """Named mmdet / mmseg backbone types, one module per family (see ``backbonezoo.mm.backbone`` for the recipe).
 
-Family helpers add one import line each, e.g. ``from . import biformer  # noqa: F401``.
+The zoo is the registry: ``backbonezoo/mm/families/<family>.py`` for every family ``backbonezoo/zoo/<family>.py``
+describes (the same name), imported here.
 """
 
-from . import (
-    a2mamba,  # noqa: F401
-    biformer,  # noqa: F401
-    efficientvit,  # noqa: F401
-    halonet,  # noqa: F401
-    litv2,  # noqa: F401
-    overlock,  # noqa: F401
-    patnet,  # noqa: F401
-    shvit,  # noqa: F401
-    sret,  # noqa: F401
-    tic,  # noqa: F401
-)
+import importlib
+
+from ...zoo import families as _families
+
+for _name in _families():
+    importlib.import_module(f'{__name__}.{_name}')

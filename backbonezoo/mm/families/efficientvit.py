@@ -6,7 +6,7 @@ stage (the model is built at ``img_size=448`` so no window is clamped; the Image
 table is resized bicubically on load, as the official loader does), and every BatchNorm kept in eval mode while
 training (``norm_eval=True`` by default; the official wrapper cannot switch it off).
 
-The attention runs kernel-backed (``backbonezoo.backbones.efficientvit_m.to_kernel_backed(fit_small_maps=True)``):
+The attention runs kernel-backed (``backbonezoo.backbones.efficientvit_ext.to_kernel_backed(fit_small_maps=True)``):
 maps larger than a window are zero-padded to window multiples as in the official code, and a map that fits in one
 window on both sides is attended as one window of its own size with the bias table sliced to it, so every input size
 works (the official wrapper crashes on such maps unless they are exactly 7x7, e.g. at 224x224 or 96x96 input).
@@ -16,7 +16,7 @@ works (the official wrapper crashes on such maps unless they are exactly 7x7, e.
 
 from __future__ import annotations
 
-from ...backbones.efficientvit_m import to_kernel_backed
+from ...backbones.efficientvit_ext import to_kernel_backed
 from ..backbone import ZooBackbone, register_backbone
 
 __all__ = ['EfficientViT']

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...backbones.halonet import to_kernel_backed
+from ...backbones.halonet_ext import to_kernel_backed
 from ..backbone import ZooBackbone, register_backbone
 
 __all__ = ['HaloNet']

@@ -19,7 +19,7 @@ from .checkpoint import (
     trust_checkpoint,
     unwrap_state_dict,
 )
-from .zoo import Family, Variant, Weights, families, family_of, get_family, variant_info
+from .zoo import DenseCheckpoint, Family, Variant, Weights, families, family_of, get_family, variant_info
 
 __version__ = '0.1.0'
 
@@ -28,6 +28,7 @@ __all__ = [
     'CheckpointReadError',
     'PretrainedUnavailableError',
     'UnsafeCheckpointError',
+    'DenseCheckpoint',
     'Family',
     'Variant',
     'Weights',

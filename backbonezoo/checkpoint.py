@@ -241,12 +241,19 @@ def family_filter(model_name: str):
 
 def convert_checkpoint(
     checkpoint: str | os.PathLike | Mapping,
-    model_name: str,
+    model_name,
     model: torch.nn.Module | None = None,
     prefer_ema: bool = False,
     strict: bool = True,
 ) -> dict:
     """Convert an official, timm or OpenMMLab checkpoint to the zoo's (timm's) layout for ``model_name``.
+
+    **Dense form.** When ``model_name`` is an mmdet / mmseg config (a ``.py`` path, an mmengine ``Config`` or a dict
+    with ``model``), ``checkpoint`` is a whole detection / segmentation checkpoint (the authors' mmdet 2.x / mmseg 0.x
+    files: backbone in the official wrapper's names, neck, heads) and the result is the state dict of the model that
+    config builds (``model``: that model, built when omitted), checked strictly:
+    :func:`backbonezoo.mm.dense_convert.convert_dense_checkpoint` (raises its ``DenseCheckpointMismatchError``, a
+    :class:`CheckpointMismatchError`). ``prefer_ema`` and ``strict=False`` do not apply there.
 
     Returns a state dict that ``timm.create_model(model_name).load_state_dict(sd, strict=True)`` accepts.
     ``model`` (built from ``model_name`` when omitted) is what the result is checked against; pass one built
@@ -257,6 +264,14 @@ def convert_checkpoint(
     """
     import timm
 
+    if not isinstance(model_name, str) or model_name.endswith('.py'):
+        from .mm.dense_convert import convert_dense_checkpoint, is_dense_config
+
+        if not is_dense_config(model_name):
+            raise TypeError(f'model_name={model_name!r}: expected a timm model name or an mmdet / mmseg config')
+        if prefer_ema or not strict:
+            raise ValueError('convert_checkpoint(path, CONFIG): prefer_ema / strict=False do not apply to dense files')
+        return convert_dense_checkpoint(checkpoint, model_name, model=model)
     if not isinstance(checkpoint, Mapping):
         checkpoint = load_state_dict_file(checkpoint)
     state_dict = unwrap_state_dict(checkpoint, prefer_ema=prefer_ema)
@@ -320,8 +335,9 @@ def ensure_pretrained_available(variant: str, pretrained_cfg=None, pretrained_cf
     if load_from not in ('hf-hub', 'url'):
         return  # a local file / state dict, or nothing (timm says so itself, at once)
     hint = (
-        f'pass the official or timm file instead: timm.create_model({variant!r}, pretrained=True, '
-        f"pretrained_cfg_overlay=dict(file='PATH')) (or pretrained=False)"
+        f'pass a local file instead: timm.create_model({variant!r}, pretrained=True, '
+        f"pretrained_cfg_overlay=dict(state_dict=backbonezoo.convert_checkpoint('PATH', {variant!r}))) "
+        '(official, timm or zoo layouts), or pretrained=False'
     )
     if load_from == 'hf-hub':
         from huggingface_hub import try_to_load_from_cache
@@ -348,19 +364,3 @@ def ensure_pretrained_available(variant: str, pretrained_cfg=None, pretrained_cf
         raise PretrainedUnavailableError(
             f'{variant}: pretrained weights need a download from {host}, which cannot be reached; {hint}'
         )
-
-
-def guard_pretrained(module, create_fn: str) -> None:
-    """Make ``module.<create_fn>(variant, pretrained=False, **kwargs)`` (a timm family's model builder) call
-    :func:`ensure_pretrained_available` first when ``pretrained=True``, so timm's own hub-hosted models fail at once
-    instead of waiting on the hub client's retries. Idempotent; the original stays reachable as ``__wrapped__``."""
-    create = getattr(module, create_fn)
-    create = getattr(create, '__wrapped__', create)
-
-    def guarded(variant, pretrained=False, **kwargs):
-        if pretrained:
-            ensure_pretrained_available(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
-        return create(variant, pretrained=pretrained, **kwargs)
-
-    guarded.__wrapped__ = create
-    setattr(module, create_fn, guarded)

@@ -19,6 +19,15 @@ pretrained=True)`` (after ``import backbonezoo`` for the zoo's own architectures
     python tools/convert_checkpoint.py efficientvit_m4.pth --model efficientvit_m4 --hub-dir hub/efficientvit_m4
     python tools/convert_checkpoint.py efficientvit_m4.pth --model efficientvit_m4 --push my-org/efficientvit_m4.in1k
 
+``--config CONFIG`` converts a whole detection / segmentation checkpoint instead (the authors' mmdet 2.x / mmseg 0.x
+files: backbone in the official dense wrapper's names, neck, heads, auxiliary heads) for the model that mmdet / mmseg
+config builds (``backbonezoo.convert_checkpoint(SRC, CONFIG)``, strict: every key used, every parameter filled, or an
+error naming the missing / unexpected / mis-shaped keys). DST is a ``.pth`` (``{'meta': ..., 'state_dict': ...}``,
+what ``tools/test.py`` and mmengine's ``load_from`` read) or a ``.safetensors`` file::
+
+    python tools/convert_checkpoint.py --config configs/detection/biformer/mask_rcnn_biformer_s_fpn_1x_coco.py \
+        official_maskrcnn_biformer_s.pth work_dirs/mask_rcnn_biformer_s.pth
+
 SRC is read safely: safetensors (recognised by its header) or ``torch.load(weights_only=True)``. A file that needs
 full unpickling (an mmengine Runner checkpoint: message hub, numpy objects) can run code and is refused unless
 ``--trust-checkpoint`` vouches for it. Unreadable files (empty, truncated, not a checkpoint) give one error line
@@ -186,6 +195,64 @@ def convert(
     return summary
 
 
+def convert_dense(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    config: str | os.PathLike,
+    *,
+    cfg_options: dict | None = None,
+    overwrite: bool = False,
+    trust: bool = False,
+) -> dict:
+    """Convert a whole official dense checkpoint ``src`` for the model ``config`` builds and write ``dst`` (``.pth``
+    in mmengine's layout, or ``.safetensors``); verified by a strict load of the file read back. Returns a summary."""
+    from safetensors.torch import load_file, save_file
+
+    import backbonezoo
+    from backbonezoo.checkpoint import load_state_dict_file
+    from backbonezoo.mm.dense_convert import build_dense_model, convert_dense_checkpoint
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise ConversionError(f'SRC {str(src)!r} is not a file; expected a detection / segmentation checkpoint')
+    if not Path(config).is_file():
+        raise ConversionError(f'--config {str(config)!r} is not a file; expected an mmdet / mmseg config (.py)')
+    if dst.suffix not in ('.pth', '.safetensors'):
+        raise ConversionError(f'DST {str(dst)!r} must end in .pth or .safetensors')
+    if dst.exists() and not overwrite:
+        raise ConversionError(f'DST {str(dst)!r} exists; pass --force to overwrite it')
+    model = build_dense_model(config, cfg_options)
+    checkpoint = load_state_dict_file(src, trusted=trust or None)
+    state_dict = convert_dense_checkpoint(checkpoint, config, model=model, source=str(src))
+    tensors = {k: v.detach().to('cpu').contiguous().clone() for k, v in state_dict.items()}
+    meta = {
+        'config': os.fspath(config),
+        'source': src.name,
+        'converter': 'backbonezoo.mm.dense_convert.convert_dense_checkpoint',
+        'backbonezoo': backbonezoo.__version__,
+    }
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + '.tmp')
+    if dst.suffix == '.safetensors':
+        save_file(tensors, str(tmp), metadata=meta)
+    else:
+        torch.save({'meta': meta, 'state_dict': tensors}, tmp)
+    os.replace(tmp, dst)
+    reloaded = load_file(str(dst)) if dst.suffix == '.safetensors' else load_state_dict_file(dst)['state_dict']
+    model.load_state_dict(reloaded, strict=True)
+    for key, value in model.state_dict().items():
+        if not torch.equal(value, tensors[key]):
+            raise ConversionError(f'verification failed: {key!r} changed when loaded into the model of {config}')
+    return {
+        'model': type(model).__name__,
+        'config': os.fspath(config),
+        'tensors': len(tensors),
+        'params': sum(v.numel() for v in tensors.values() if v.is_floating_point()),
+        'converter': meta['converter'],
+        'dst': str(dst),
+    }
+
+
 def _parse_kwargs(items: list[str]) -> dict:
     """``key=value`` pairs; values are Python literals where they parse (``num_classes=0``)."""
     import ast
@@ -205,13 +272,22 @@ def _parse_kwargs(items: list[str]) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
-        epilog='Example: python tools/convert_checkpoint.py m4.pth m4.safetensors --model efficientvit_m4',
+        epilog='Example: python tools/convert_checkpoint.py m4.pth m4.safetensors --model efficientvit_m4; '
+        'python tools/convert_checkpoint.py --config CONFIG OFFICIAL.pth OUT.pth',
     )
     parser.add_argument('src', help='checkpoint to convert: official .pth, timm file, or mmdet / mmseg checkpoint')
     parser.add_argument(
         'dst', nargs='?', default=None, help='output file (.safetensors); optional with --hub-dir / --push'
     )
-    parser.add_argument('--model', required=True, help='timm / backbonezoo model name, e.g. efficientvit_m4')
+    parser.add_argument('--model', default=None, help='timm / backbonezoo model name, e.g. efficientvit_m4')
+    parser.add_argument(
+        '--config',
+        default=None,
+        help='an mmdet / mmseg config: convert a whole detection / segmentation checkpoint for the model it builds',
+    )
+    parser.add_argument(
+        '--cfg-options', nargs='+', default=[], metavar='K=V', help='--config: override config entries (Python values)'
+    )
     parser.add_argument('--ema', action='store_true', help="take the EMA weights ('state_dict_ema' / 'model_ema')")
     parser.add_argument('--num-classes', type=int, default=None, help='classifier size (0: no head, for backbones)')
     parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='K=V', help='more timm.create_model kwargs')
@@ -246,6 +322,33 @@ def main(argv: list[str] | None = None) -> int:
     import backbonezoo
     from backbonezoo.hub import HubError
 
+    if (args.model is None) == (args.config is None):
+        print('error: give exactly one of --model NAME (classification / backbone files) and --config CONFIG '
+              '(whole detection / segmentation files)', file=sys.stderr)  # fmt: skip
+        return 2
+    if args.config is not None:
+        try:
+            if args.dst is None:
+                raise ConversionError('--config needs DST (.pth or .safetensors)')
+            summary = convert_dense(
+                args.src,
+                args.dst,
+                args.config,
+                cfg_options=_parse_kwargs(args.cfg_options),
+                overwrite=args.force,
+                trust=args.trust_checkpoint,
+            )
+        except (ConversionError, backbonezoo.CheckpointMismatchError, OSError, ValueError, TypeError) as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 1
+        except pickle.UnpicklingError as err:
+            print(f'error: {err}', file=sys.stderr)
+            return 1
+        print(
+            f'wrote {summary["dst"]}: {summary["tensors"]} tensors, {summary["params"]:,} float values of the '
+            f'{summary["model"]} that {summary["config"]} builds; verified by a strict load'
+        )
+        return 0
     try:
         kwargs = _parse_kwargs(args.model_kwargs)
         if args.num_classes is not None:

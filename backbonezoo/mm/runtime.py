@@ -210,12 +210,21 @@ def _convert_to_model(model: torch.nn.Module, state_dict: dict) -> dict:
         return _convert_backbone(model, state_dict)
     if hasattr(model, 'model_name') and isinstance(getattr(model, 'model', None), torch.nn.Module):
         return _convert_classifier(model, state_dict)
+    inner = getattr(model, 'module', None)
+    if getattr(model, 'backbone', None) is None and isinstance(inner, torch.nn.Module):  # a TTA wrapper (--tta)
+        if state_dict and all(k.startswith('module.') for k in state_dict):
+            state_dict = {k[len('module.') :]: v for k, v in state_dict.items()}
+        return {f'module.{k}': v for k, v in _convert_to_model(inner, state_dict).items()}
     backbone = getattr(model, 'backbone', None)
     if isinstance(backbone, ZooBackbone):
         own = {k[len('backbone.') :]: v for k, v in state_dict.items() if k.startswith('backbone.')}
         rest = {k: v for k, v in state_dict.items() if not k.startswith('backbone.')}
         if not own:  # a backbone-only file (classification / timm / converted safetensors)
             own, rest = state_dict, {}
+        if rest:  # a whole dense checkpoint: older mmdet names of the heads (backbonezoo.mm.dense_convert)
+            from .dense_convert import rename_legacy_keys
+
+            rest = rename_legacy_keys(rest, model)
         return {**rest, **{f'backbone.{k}': v for k, v in _convert_backbone(backbone, own).items()}}
     return state_dict
 

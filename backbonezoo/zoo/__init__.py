@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from .recipe import Recipe
 
 __all__ = [
+    'DenseCheckpoint',
     'Family',
     'FamilyExtra',
     'Recipe',
@@ -256,6 +257,33 @@ class FamilyExtra(Mapping):
 
 
 @dataclass(frozen=True)
+class DenseCheckpoint:
+    """One of the authors' released detection / segmentation checkpoints and the zoo config it loads into.
+
+    ``task``: 'detection' or 'segmentation'; ``method``: the detector / segmentor and schedule (e.g. 'Mask R-CNN 1x');
+    ``config``: our config, relative to the repository root (``tools/test.py CONFIG OFFICIAL.pth`` evaluates the file
+    through :func:`backbonezoo.convert_checkpoint`); ``official_file``: the file's name as released; ``url``: where it
+    was released ('' when the authors give none); ``published``: the official README's numbers for that file (e.g.
+    ``{'box AP': 43.0, 'mask AP': 39.4}``); ``source``: the page / file the numbers and the file name come from.
+    """
+
+    task: str
+    method: str
+    config: str
+    official_file: str
+    url: str
+    published: dict
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.task not in ('detection', 'segmentation'):
+            raise ValueError(f'DenseCheckpoint.task={self.task!r}: expected detection or segmentation')
+        expected = f'configs/{self.task}/'
+        if not self.config.startswith(expected) or not self.config.endswith('.py'):
+            raise ValueError(f'DenseCheckpoint.config={self.config!r}: expected {expected}<family>/<name>.py')
+
+
+@dataclass(frozen=True)
 class Family:
     """A backbone family: where it comes from and what it registers.
 
@@ -267,6 +295,8 @@ class Family:
     ``extra``: further facts as named fields (:class:`FamilyExtra`; a dict of its field names is converted).
     ``recipes``: the ImageNet-1K training recipe of each classification config (``configs/classification/<family>/
     <key>_in1k.py``), value by value with sources (:mod:`backbonezoo.zoo.recipe`).
+    ``dense``: the authors' detection / segmentation checkpoints with the config each loads into
+    (:class:`DenseCheckpoint`).
     """
 
     name: str
@@ -286,6 +316,7 @@ class Family:
     summary: str = ''
     extra: FamilyExtra = field(default_factory=FamilyExtra)
     recipes: dict[str, Recipe] = field(default_factory=dict)
+    dense: tuple[DenseCheckpoint, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.extra, FamilyExtra):  # a dict of FamilyExtra fields

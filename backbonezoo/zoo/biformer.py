@@ -1,6 +1,6 @@
 """BiFormer: vision transformer with bi-level routing attention (CVPR 2023)."""
 
-from . import Family, FamilyExtra, Variant, Weights
+from . import DenseCheckpoint, Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _ONEDRIVE = 'https://api.onedrive.com/v1.0/shares/{}/root/content'
@@ -62,8 +62,11 @@ _BIFORMER = Recipe(
 _RECIPES = {
     'biformer_tiny': _BIFORMER.replace(
         sources={
-            'drop_path': f'train_args.yaml default drop_path 0.1 (no BiFormer-T command published) @ {_CODE}',
-            'batch_size': f'not published for BiFormer-T: the README command (8 GPUs x 128) @ {_CODE}',
+            'drop_path': 'rayleizhu/BiFormer#32 (2023-09-13): the author calls a BiFormer-T run with drop_path 0.1, '
+            f'8 GPUs x 128, lr 5e-4 "fine" (no BiFormer-T command in the repository; train_args.yaml default 0.1) @ '
+            f'{_CODE}',
+            'batch_size': 'rayleizhu/BiFormer#32: the same run (8 GPUs x 128 = 1024) judged fine by the author, who '
+            "suggests 256 x 8 = 2048 as well; the released run's batch is not stated (its log is on OneDrive only)",
         },
     ),
     'biformer_small': _BIFORMER.replace(
@@ -82,11 +85,17 @@ _RECIPES = {
         ),
     ),
     'biformer_base': _BIFORMER.replace(
+        drop_path=0.3,
         sources={
-            'drop_path': f'train_args.yaml default 0.1: no BiFormer-B command published (unverified; the paper '
-            f'gives no per-model rate we could check) @ {_CODE}',
+            'drop_path': 'inferred: no BiFormer-B command is published; the official Semantic FPN configs '
+            '(semantic_segmentation/configs/ade20k/sfpn.*.py) repeat the ImageNet rate of every model whose rate is '
+            f'published (BiFormer-S 0.15, STL 0.1) and give BiFormer-B 0.3 @ {_CODE}',
             'batch_size': f'not published for BiFormer-B: the README command (8 GPUs x 128) @ {_CODE}',
         },
+        notes=(
+            'BiFormer-B drop path 0.3 is inferred from the official Semantic FPN config (see its source); the '
+            "training log that would confirm it is on OneDrive only. train_args.yaml's default would be 0.1.",
+        ),
     ),
     'biformer_stl': _BIFORMER.replace(
         sources={'drop_path': f'scripts/train.sh biformer_stl drop_path=0.1 (1 node x 8 GPUs) @ {_CODE}'},
@@ -95,6 +104,86 @@ _RECIPES = {
         sources={'drop_path': f'scripts/train.sh biformer_stl_nchw drop_path=0.1 (1 node x 8 GPUs) @ {_CODE}'},
     ),
 }
+
+# The authors' detection / segmentation checkpoints (issue 23): each loads whole into the config named beside it
+# (backbonezoo.convert_checkpoint(FILE, CONFIG); tools/test.py CONFIG FILE). The BiFormer README links each run's
+# folder ("log" column: the checkpoint and its log) on OneDrive / matix.li; those share links may have expired.
+_DET_README = 'https://github.com/rayleizhu/BiFormer/blob/main/object_detection/README.md'
+_SEG_README = 'https://github.com/rayleizhu/BiFormer/blob/main/semantic_segmentation/README.md'
+_DENSE = (
+    DenseCheckpoint(
+        'detection',
+        'RetinaNet 1x',
+        'configs/detection/biformer/retinanet_biformer_s_fpn_1x_coco.py',
+        'retinanet.1x.biformer_small (run folder)',
+        'https://1drv.ms/u/s!AkBbczdRlZvChhKipB3XMN4_nIvO?e=TYZzFc',
+        {'box AP': 45.9, 'box AP (reproduced)': 47.3},
+        _DET_README,
+    ),
+    DenseCheckpoint(
+        'detection',
+        'RetinaNet 1x',
+        'configs/detection/biformer/retinanet_biformer_b_fpn_1x_coco.py',
+        'retinanet.1x.biformer_base (run folder)',
+        'https://1drv.ms/u/s!AkBbczdRlZvChg-8GDypSY9leBsm?e=FyJQm1',
+        {'box AP': 47.1},
+        _DET_README,
+    ),
+    DenseCheckpoint(
+        'detection',
+        'Mask R-CNN 1x',
+        'configs/detection/biformer/mask_rcnn_biformer_s_fpn_1x_coco.py',
+        'maskrcnn.1x.biformer_small (run folder)',
+        'https://1drv.ms/u/s!AkBbczdRlZvChgmyNozEQrrsfOdG?e=aOCj2A',
+        {'box AP': 47.8, 'mask AP': 43.2, 'box AP (reproduced)': 48.1, 'mask AP (reproduced)': 43.6},
+        _DET_README,
+    ),
+    DenseCheckpoint(
+        'detection',
+        'Mask R-CNN 1x',
+        'configs/detection/biformer/mask_rcnn_biformer_b_fpn_1x_coco.py',
+        'maskrcnn.1x.biformer_base (run folder)',
+        'https://1drv.ms/u/s!AkBbczdRlZvChhF-itieos4fg28D?e=Gor6oV',
+        {'box AP': 48.6, 'mask AP': 43.7},
+        _DET_README,
+    ),
+    DenseCheckpoint(
+        'segmentation',
+        'Semantic FPN 80k',
+        'configs/segmentation/biformer/biformer_s_fpn_512x512_80k_ade20k.py',
+        'sfpn.biformer_small (run folder)',
+        'https://matix.li/b5be1f63c18d',
+        {'mIoU': 48.9},
+        _SEG_README,
+    ),
+    DenseCheckpoint(
+        'segmentation',
+        'Semantic FPN 80k',
+        'configs/segmentation/biformer/biformer_b_fpn_512x512_80k_ade20k.py',
+        'sfpn.biformer_base (run folder)',
+        'https://matix.li/c4f255bbc268',
+        {'mIoU': 49.9},
+        _SEG_README,
+    ),
+    DenseCheckpoint(
+        'segmentation',
+        'UperNet 160k',
+        'configs/segmentation/biformer/biformer_s_upernet_512x512_160k_ade20k.py',
+        'upernet.biformer_small (run folder)',
+        'https://matix.li/1c4201448950',
+        {'mIoU': 49.8, 'mIoU (ms + flip)': 50.8},
+        _SEG_README,
+    ),
+    DenseCheckpoint(
+        'segmentation',
+        'UperNet 160k',
+        'configs/segmentation/biformer/biformer_b_upernet_512x512_160k_ade20k.py',
+        'upernet.biformer_base (run folder)',
+        'https://matix.li/786bd25951de',
+        {'mIoU': 51.0, 'mIoU (ms + flip)': 51.7},
+        _SEG_README,
+    ),
+)
 
 FAMILY = Family(
     name='biformer',
@@ -169,12 +258,12 @@ FAMILY = Family(
         flops_counter='fvcore (one fused multiply-add = one flop; gather, topk and softmax not counted)',
         eval_transform='Resize(256/224 * size, bicubic) + CenterCrop(size), ImageNet mean/std',
         notes=[
-            'Dense-task sizes (benchmarks/kernels.md, whole backbone, batch 1, 16 regions): at 800x1216 BiFormer-T / '
-            '-S run 2.3x faster than the official top-k key / value copies at 0.36x / 0.46x their peak memory; at '
-            '512x512, 1.1x faster at 0.39x / 0.45x the memory. At 224 (batch 16) 1.8x the throughput at 0.46x / '
-            '0.39x the memory: the linear layers take 45 % of the time there (see the profile in '
-            'benchmarks/profiles/).',
+            'The routing kernel pays most at the dense-task sizes (16 regions, 512x512 and 800x1216), where the '
+            'official top-k key / value copies dominate; at 224 the linear layers take most of the time. Measured '
+            'numbers: the "Measured throughput" section of this card (from benchmarks/results.csv) and the profiles '
+            'in benchmarks/profiles/.',
         ],
     ),
     recipes=_RECIPES,
+    dense=_DENSE,
 )

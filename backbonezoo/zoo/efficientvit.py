@@ -1,6 +1,6 @@
 """EfficientViT-M (MSRA, cascaded group attention): timm's ``efficientvit_m0..m5``, extended by backbonezoo."""
 
-from . import Family, FamilyExtra, Variant, Weights
+from . import DenseCheckpoint, Family, FamilyExtra, Variant, Weights
 
 _RELEASE = 'https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0'
 
@@ -17,6 +17,32 @@ def _weights(index: int) -> tuple[Weights, ...]:
     )
 
 
+# The authors' detection checkpoints (issue 23): each loads whole into the config named beside it
+# (backbonezoo.convert_checkpoint(FILE, CONFIG); tools/test.py CONFIG FILE). Numbers: the official downstream README
+# (its Mask R-CNN table gives mask AP only).
+_RELEASE = 'https://github.com/xinyuliu-jeffrey/EfficientViT_Model_Zoo/releases/download/v1.0/'
+_README = 'https://github.com/microsoft/Cream/blob/main/EfficientViT/downstream/README.md'
+_DENSE = (
+    DenseCheckpoint(
+        'detection',
+        'RetinaNet 1x',
+        'configs/detection/efficientvit/retinanet_efficientvit_m4_fpn_1x_coco.py',
+        'retinanet_efficientvit_m4_fpn_1x_coco.pth',
+        f'{_RELEASE}retinanet_efficientvit_m4_fpn_1x_coco.pth',
+        {'box AP': 32.7, 'box AP50': 52.2, 'box AP75': 34.1},
+        _README,
+    ),
+    DenseCheckpoint(
+        'detection',
+        'Mask R-CNN 1x',
+        'configs/detection/efficientvit/mask_rcnn_efficientvit_m4_fpn_1x_coco.py',
+        'mask_rcnn_efficientvit_m4_fpn_1x_coco.pth',
+        f'{_RELEASE}mask_rcnn_efficientvit_m4_fpn_1x_coco.pth',
+        {'mask AP': 31.0, 'mask AP50': 51.2, 'mask AP75': 32.2},
+        _README,
+    ),
+)
+
 FAMILY = Family(
     name='efficientvit',
     title='EfficientViT-M',
@@ -25,7 +51,7 @@ FAMILY = Family(
     code='https://github.com/microsoft/Cream/tree/4a13c4091e78f9abd2160e7e01c02e48c1cf8fb9/EfficientViT',
     code_license='MIT',
     weights_license='MIT',
-    module='backbonezoo.backbones.efficientvit_m',
+    module='backbonezoo.backbones.efficientvit_ext',
     timm_owned=True,
     # timm's model runs at any size (windows are padded); the stem and two merges give stride 64
     size_divisor=64,
@@ -59,4 +85,5 @@ FAMILY = Family(
         top1_note='ImageNet-1k top-1 reported in the official README (paper numbers)',
         timm_module='timm.models.efficientvit_msra',
     ),
+    dense=_DENSE,
 )

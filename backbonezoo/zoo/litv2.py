@@ -1,6 +1,6 @@
 """LITv2 (HiLo attention): metadata. Numbers are the paper's (GMACs, top-1) and the official code's (params)."""
 
-from . import Family, FamilyExtra, Variant, Weights
+from . import DenseCheckpoint, Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _RELEASES = 'https://github.com/ziplab/LITv2/releases/download/v1.0'
@@ -80,6 +80,58 @@ _RECIPES = {
     ),
 }
 
+# The authors' detection / segmentation checkpoints (issue 23): each loads whole into the config named beside it
+# (backbonezoo.convert_checkpoint(FILE, CONFIG); tools/test.py CONFIG FILE). Numbers: the official READMEs.
+_RELEASE = 'https://github.com/ziplab/LITv2/releases/download/v1.0/'
+_DET_README = 'https://github.com/ziplab/LITv2/blob/main/detection/README.md'
+_SEG_README = 'https://github.com/ziplab/LITv2/blob/main/segmentation/README.md'
+
+
+def _det(method: str, size: str, ws: str, published: dict) -> DenseCheckpoint:
+    name = f'{method}_litv2_{size}_fpn_1x_coco{ws}'
+    title = ('RetinaNet 1x' if method == 'retinanet' else 'Mask R-CNN 1x') + (' (window 4)' if ws else '')
+    return DenseCheckpoint(
+        'detection',
+        title,
+        f'configs/detection/litv2/{name}.py',
+        f'{name}.pth',
+        f'{_RELEASE}{name}.pth',
+        published,
+        _DET_README,
+    )
+
+
+def _seg(size: str, miou: float) -> DenseCheckpoint:
+    name = f'litv2_{size}_fpn_r50_512x512_80k_ade20k'
+    return DenseCheckpoint(
+        'segmentation',
+        'Semantic FPN 80k',
+        f'configs/segmentation/litv2/litv2_{size}_fpn_512x512_80k_ade20k.py',
+        f'{name}.pth',
+        f'{_RELEASE}{name}.pth',
+        {'mIoU': miou},
+        _SEG_README,
+    )
+
+
+_DENSE = (
+    _det('retinanet', 's', '', {'box AP': 44.0}),
+    _det('retinanet', 's', '_ws_4', {'box AP': 43.7}),
+    _det('retinanet', 'm', '', {'box AP': 46.0}),
+    _det('retinanet', 'm', '_ws_4', {'box AP': 45.8}),
+    _det('retinanet', 'b', '', {'box AP': 46.7}),
+    _det('retinanet', 'b', '_ws_4', {'box AP': 46.3}),
+    _det('mask_rcnn', 's', '', {'box AP': 44.9, 'mask AP': 40.8}),
+    _det('mask_rcnn', 's', '_ws_4', {'box AP': 44.7, 'mask AP': 40.7}),
+    _det('mask_rcnn', 'm', '', {'box AP': 46.8, 'mask AP': 42.3}),
+    _det('mask_rcnn', 'm', '_ws_4', {'box AP': 46.5, 'mask AP': 42.0}),
+    _det('mask_rcnn', 'b', '', {'box AP': 47.3, 'mask AP': 42.6}),
+    _det('mask_rcnn', 'b', '_ws_4', {'box AP': 46.8, 'mask AP': 42.3}),
+    _seg('s', 44.3),
+    _seg('m', 45.7),
+    _seg('b', 47.2),
+)
+
 FAMILY = Family(
     name='litv2',
     title='LITv2 (HiLo attention)',
@@ -126,4 +178,5 @@ FAMILY = Family(
         offset_lr_multiplier=0.01,
     ),
     recipes=_RECIPES,
+    dense=_DENSE,
 )

@@ -1,6 +1,6 @@
 """OverLoCK (Base-Net, Overview-Net, Focus-Net with ContMix dynamic kernels): backbonezoo's own models."""
 
-from . import Family, FamilyExtra, Variant, Weights
+from . import DenseCheckpoint, Family, FamilyExtra, Variant, Weights
 from .recipe import TIMM_COSINE, Recipe
 
 _RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1'
@@ -84,6 +84,45 @@ _RECIPES = {
     ),
 }
 
+# The authors' detection / segmentation checkpoints (issue 23): each loads whole into the config named beside it
+# (backbonezoo.convert_checkpoint(FILE, CONFIG); tools/test.py CONFIG FILE). Numbers: the official READMEs.
+_RELEASE = 'https://github.com/LMMMEng/OverLoCK/releases/download/v1/'
+_DET_README = 'https://github.com/LMMMEng/OverLoCK/blob/main/detection/readme.md'
+_SEG_README = 'https://github.com/LMMMEng/OverLoCK/blob/main/segmentation/readme.md'
+_SIZES = {'t': 'tiny', 's': 'small', 'b': 'base'}
+_MASK_RCNN = {
+    ('t', '1x'): (48.3, 43.3),
+    ('t', '3x'): (49.6, 43.9),
+    ('s', '1x'): (49.4, 44.0),
+    ('s', '3x'): (51.0, 45.0),
+    ('b', '1x'): (49.9, 44.4),
+    ('b', '3x'): (51.4, 45.3),
+}
+_UPERNET = {'t': 50.3, 's': 51.3, 'b': 51.7}
+_DENSE = tuple(
+    DenseCheckpoint(
+        'detection',
+        f'Mask R-CNN {schedule}',
+        f'configs/detection/overlock/mask_rcnn_overlock_{v}_fpn_{schedule}_coco.py',
+        f'maskrcnn{schedule}_overlock_{_SIZES[v]}_coco.pth',
+        f'{_RELEASE}maskrcnn{schedule}_overlock_{_SIZES[v]}_coco.pth',
+        {'box AP': box, 'mask AP': mask},
+        _DET_README,
+    )
+    for (v, schedule), (box, mask) in _MASK_RCNN.items()
+) + tuple(
+    DenseCheckpoint(
+        'segmentation',
+        'UperNet 160k',
+        f'configs/segmentation/overlock/overlock_{v}_upernet_512x512_160k_ade20k.py',
+        f'upernet_overlock_{_SIZES[v]}_ade20k.pth',
+        f'{_RELEASE}upernet_overlock_{_SIZES[v]}_ade20k.pth',
+        {'mIoU': miou},
+        _SEG_README,
+    )
+    for v, miou in _UPERNET.items()
+)
+
 FAMILY = Family(
     name='overlock',
     title='OverLoCK',
@@ -138,4 +177,5 @@ FAMILY = Family(
         forms='deploy=True (default, reparameterised) or deploy=False (training form); model.reparameterize()',
     ),
     recipes=_RECIPES,
+    dense=_DENSE,
 )

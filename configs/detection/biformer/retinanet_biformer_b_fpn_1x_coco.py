@@ -2,6 +2,9 @@
 # n_win 16 with auto_pad, AdamW lr 1e-4, weight decay 1e-4, 12 epochs, steps at 8 and 11, batch 16, drop path
 # 0.3, BN frozen (official mmdet wrapper: norm_eval). FPN from stride 8 with extra convs on the input.
 # The official run used fp16 (loss scale 512): on GPUs set optim_wrapper.type='AmpOptimWrapper'. Box AP 47.1.
+# The authors' checkpoint for this config: retinanet.1x.biformer_base (run folder) (box AP 47.1),
+# https://1drv.ms/u/s!AkBbczdRlZvChg-8GDypSY9leBsm?e=FyJQm1
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/retinanet_1x_coco.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)

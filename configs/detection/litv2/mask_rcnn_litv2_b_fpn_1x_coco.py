@@ -2,6 +2,9 @@
 # AdamW lr 2e-4, weight decay 1e-4 (none on norms), 12 epochs, steps at 8 and 11, batch 16, drop path 0.3, HiLo
 # window 2. The official run used fp16 mixed precision on 8 V100 (here: OptimWrapper; on GPUs set
 # optim_wrapper.type='AmpOptimWrapper'). Box / mask AP 44.9 / 40.8 (S), 46.8 / 42.3 (M), 47.3 / 42.6 (B) (paper).
+# The authors' checkpoint for this config: mask_rcnn_litv2_b_fpn_1x_coco.pth (box AP 47.3, mask AP 42.6),
+# https://github.com/ziplab/LITv2/releases/download/v1.0/mask_rcnn_litv2_b_fpn_1x_coco.pth
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/mask_rcnn_1x_coco.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)

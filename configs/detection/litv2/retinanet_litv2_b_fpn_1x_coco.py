@@ -2,6 +2,9 @@
 # AdamW lr 1e-4, weight decay 1e-4 (none on norms), 12 epochs, steps at 8 and 11, batch 16, drop path 0.3, HiLo
 # window 2. The official run used fp16 mixed precision on 8 V100 (here: OptimWrapper; on GPUs set
 # optim_wrapper.type='AmpOptimWrapper'). Box AP 44.0 / 46.0 / 46.7 for S / M / B (paper).
+# The authors' checkpoint for this config: retinanet_litv2_b_fpn_1x_coco.pth (box AP 46.7),
+# https://github.com/ziplab/LITv2/releases/download/v1.0/retinanet_litv2_b_fpn_1x_coco.pth
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/retinanet_1x_coco.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)

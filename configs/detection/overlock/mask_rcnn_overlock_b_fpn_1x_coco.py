@@ -3,6 +3,9 @@
 # and output norms, as the official 'norm' key), 12 epochs with steps at 8 and 11, 500 linear warm-up iterations, batch 16 (8 GPUs x 2), drop path 0.6,
 # single-scale 1333x800 training. The official detection wrapper adds the Overview-Net projection to the last map
 # (overview_proj=True) and fine-tunes the training form (deploy=False). Box / mask AP 49.9 / 44.4 (paper).
+# The authors' checkpoint for this config: maskrcnn1x_overlock_base_coco.pth (box AP 49.9, mask AP 44.4),
+# https://github.com/LMMMEng/OverLoCK/releases/download/v1/maskrcnn1x_overlock_base_coco.pth
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/mask_rcnn_1x_coco.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)

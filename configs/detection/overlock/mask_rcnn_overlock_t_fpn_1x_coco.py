@@ -3,6 +3,9 @@
 # and output norms, as the official 'norm' key), 12 epochs with steps at 8 and 11, 500 linear warm-up iterations, batch 16 (8 GPUs x 2), drop path 0.2,
 # single-scale 1333x800 training. The official detection wrapper adds the Overview-Net projection to the last map
 # (overview_proj=True) and fine-tunes the training form (deploy=False). Box / mask AP 48.3 / 43.3 (paper).
+# The authors' checkpoint for this config: maskrcnn1x_overlock_tiny_coco.pth (box AP 48.3, mask AP 43.3),
+# https://github.com/LMMMEng/OverLoCK/releases/download/v1/maskrcnn1x_overlock_tiny_coco.pth
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/mask_rcnn_1x_coco.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)

@@ -2,9 +2,11 @@
 # UniFormer recipe): n_win 8 with auto_pad, AdamW lr 2e-4 (8 GPUs x 4 images), weight decay 1e-4, 80k iterations,
 # cosine annealing with 1000 linear warm-up iterations from 0.1, drop path 0.3. The official
 # wrapper turned BN into SyncBN; here BN (use SyncBN on multi-GPU runs). fp16 in the official run. mIoU 49.9.
+# The authors' checkpoint for this config: sfpn.biformer_base (run folder) (mIoU 49.9), https://matix.li/c4f255bbc268
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/fpn_80k_ade20k.py']
 
-custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['backbonezoo.mm', 'backbonezoo.mm.dense_convert'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -32,3 +34,15 @@ param_scheduler = [
 # images, `tools/train.py --auto-scale-lr` multiplies the lr by N x B / 32; `--amp` trains in mixed precision.
 train_dataloader = dict(batch_size=4)  # the UniFormer recipe BiFormer follows
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+
+# Test time as the official results (semantic_segmentation/configs/_base_/datasets/ade20k_sfpn.py, the UniFormer
+# setting): rescale to (2048, 512) keeping the ratio, then AlignResize to multiples of 32 (a resize, not a pad;
+# backbonezoo.mm.dense_convert.AlignResize), single scale, no flip, whole-image inference (test_cfg mode 'whole').
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='AlignResize', scale=(2048, 512), keep_ratio=True, size_divisor=32),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

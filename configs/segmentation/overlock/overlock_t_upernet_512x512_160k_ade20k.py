@@ -3,6 +3,9 @@
 # output norms, the official 'norm' key), poly decay with 1500 linear warm-up iterations, 2 images per GPU on 8 GPUs,
 # drop path 0.2, auxiliary head on output 2. The official segmentation wrapper has no Overview-Net projection
 # (overview_proj=False) and fine-tunes the training form (deploy=False). mIoU 50.3 (paper).
+# The authors' checkpoint for this config: upernet_overlock_tiny_ade20k.pth (mIoU 50.3),
+# https://github.com/LMMMEng/OverLoCK/releases/download/v1/upernet_overlock_tiny_ade20k.pth
+# tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
 _base_ = ['../../_base_/upernet_160k_ade20k.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)

@@ -378,7 +378,7 @@ def test_optim_constructor_excludes_no_weight_decay_norms_biases_and_decays_laye
     assert lrs['head.weight'] == pytest.approx(1e-3) and lrs['patch_embed.proj.weight'] < lrs['blocks.0.mlp.fc1.weight']
     assert lrs['blocks.0.mlp.fc1.weight'] < lrs['head.weight']
     with pytest.raises(ValueError, match='unknown paramwise_cfg'):
-        ZooOptimConstructor(cfg, dict(custom_keys={}))
+        ZooOptimConstructor(cfg, dict(bias_lr_mult=2.0))
     with pytest.raises(ValueError, match='never decay'):
         ZooOptimConstructor(cfg, dict(norm_decay_mult=1.0))
 

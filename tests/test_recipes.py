@@ -184,10 +184,10 @@ def test_optimizer_and_schedule(resolved):
     constructor = wrapper.get('constructor', 'DefaultOptimWrapperConstructor')
     if recipe.wd_exclude == 'none':
         assert constructor == 'DefaultOptimWrapperConstructor' and not paramwise, 'every parameter decays'
-    elif constructor != 'ZooOptimConstructor':  # mmengine's constructor with timm's 1-D rule spelled out
-        assert constructor == 'DefaultOptimWrapperConstructor'
+    else:  # timm's rule, no_weight_decay() included, and the official exceptions as custom_keys
+        assert constructor == 'ZooOptimConstructor', "timm's weight-decay rule needs ZooOptimConstructor"
         for key in ('norm_decay_mult', 'bias_decay_mult', 'flat_decay_mult'):
-            assert paramwise.get(key) == 0.0, key
+            assert paramwise.get(key, 0.0) == 0.0, key
     assert _plain(paramwise.get('custom_keys') or {}) == _plain(recipe.param_overrides), 'official exceptions'
     assert paramwise.get('layer_decay') == recipe.layer_decay, 'layer-wise lr decay'
 
@@ -208,13 +208,17 @@ def test_optimizer_and_schedule(resolved):
         assert len(ema) == 1 and _close(1 - ema[0].momentum, recipe.ema_decay), 'EMA decay'
 
 
-# The smallest classification config of each family: build the real model and the optimizer the config asks for.
+# Build the real model and the optimizer the config asks for: the first config of each family, and every config
+# whose recipe has official exceptions (parameter overrides).
 _OPTIM_CASES = sorted(
-    {
-        p.parent.name: p
-        for p in sorted(CONFIG_FILES, key=lambda p: -len(p.name))
-        if _key(p) in families()[p.parent.name].model_names
-    }.values()
+    set(
+        {
+            p.parent.name: p
+            for p in sorted(CONFIG_FILES, key=lambda p: -len(p.name))
+            if _key(p) in families()[p.parent.name].model_names
+        }.values()
+    )
+    | {p for p in CONFIG_FILES if _recipe(p).param_overrides}
 )
 
 
@@ -223,7 +227,8 @@ def _expected_group(name: str, param: torch.Tensor, recipe: Recipe, skip: set[st
     wd, lr_mult = recipe.weight_decay, 1.0
     if recipe.wd_exclude == 'timm' and (param.ndim <= 1 or name.endswith('.bias') or name in skip):
         wd = 0.0
-    for key, override in recipe.param_overrides.items():
+    for key in sorted(sorted(recipe.param_overrides), key=len, reverse=True):  # mmengine: the longest key wins
+        override = recipe.param_overrides[key]
         if key in name:
             wd = recipe.weight_decay * override.get('decay_mult', 1.0)
             lr_mult = override.get('lr_mult', 1.0)
@@ -231,7 +236,7 @@ def _expected_group(name: str, param: torch.Tensor, recipe: Recipe, skip: set[st
     return wd, lr_mult
 
 
-@pytest.mark.parametrize('path', _OPTIM_CASES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize('path', _OPTIM_CASES, ids=lambda p: f'{p.parent.name}/{p.stem}')
 def test_optimizer_groups_follow_the_official_optimizer(path):
     """Every parameter's weight decay and lr, as built by mmengine from the config, are the official optimizer's."""
     pytest.importorskip('backbonezoo.mm')
@@ -289,3 +294,126 @@ def test_model_cards_show_every_recipe_with_its_sources():
             assert all(source in section for source in recipe.sources.values()), key
             for label, _, _ in recipe_rows(recipe):
                 assert f'| {label} |' in section, label
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(dim)
+        self.ls = torch.nn.Parameter(torch.ones(dim))  # a 1-D layer scale, as timm models name them
+        self.gamma = torch.nn.Parameter(torch.ones(1, dim, 1, 1))  # a 4-D one: decays under both rules
+
+
+class _Toy(torch.nn.Module):
+    """Every kind of parameter the two rules treat: convolution weights and biases, norms, 1-D and 4-D scales."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, dim, 3)
+        self.blocks = torch.nn.Sequential(*(_Block(dim) for _ in range(3)))
+        self.norm = torch.nn.LayerNorm(dim)
+        self.head = torch.nn.Linear(dim, 5)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r'^stem', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
+
+
+class _Holder(torch.nn.Module):  # the classifier holds the timm model under ``model.``
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+
+# Overlapping keys (the longest wins), lr and decay multipliers alone and together, keys on a bias, a 1-D scale and a
+# norm (which then decay), a key given as the full name with the holder's prefix.
+_CUSTOM_KEYS = {
+    'head': dict(lr_mult=10.0),
+    'blocks.1': dict(lr_mult=0.1, decay_mult=0.5),
+    'blocks.1.conv.bias': dict(decay_mult=1.0),
+    '.ls': dict(decay_mult=1.0),
+    'stem.bias': dict(lr_mult=2.0),
+    'blocks.2.norm': dict(decay_mult=0.25, lr_mult=3.0),
+    'model.blocks.0.gamma': dict(decay_mult=0.0),
+}
+
+
+def _groups_by_name(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, tuple[float, float]]:
+    found = {id(p): (g['weight_decay'], g['lr']) for g in optimizer.param_groups for p in g['params']}
+    return {name: found.get(id(p)) for name, p in module.named_parameters()}
+
+
+def test_zoo_optim_constructor_custom_keys_follow_mmengine():
+    """custom_keys in ZooOptimConstructor give every parameter the (weight decay, lr) mmengine's default constructor
+    gives it with the same keys and timm's rule spelled out (norms, biases, 1-D parameters at decay 0)."""
+    pytest.importorskip('backbonezoo.mm')
+    from mmengine.optim import build_optim_wrapper
+
+    import backbonezoo.mm  # noqa: F401  (registers ZooOptimConstructor)
+
+    optimizer = dict(type='AdamW', lr=1e-3, weight_decay=0.05)
+    holder = _Holder(_Toy())
+    zoo = build_optim_wrapper(
+        holder,
+        dict(optimizer=optimizer, constructor='ZooOptimConstructor', paramwise_cfg=dict(custom_keys=_CUSTOM_KEYS)),
+    )
+    reference = build_optim_wrapper(
+        holder,
+        dict(
+            optimizer=optimizer,
+            paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0, custom_keys=_CUSTOM_KEYS),
+        ),
+    )
+    got, expected = _groups_by_name(holder, zoo.optimizer), _groups_by_name(holder, reference.optimizer)
+    assert None not in got.values(), 'a parameter is missing from the optimizer'
+    wrong = {name: (got[name], expected[name]) for name in expected if not _close(got[name], expected[name])}
+    assert not wrong, f'(wd, lr) differ from mmengine custom_keys: {wrong}'
+    # the keys did something: every override is visible
+    assert got['model.head.weight'][1] == pytest.approx(1e-2) and got['model.stem.bias'] == pytest.approx((0.05, 2e-3))
+    assert got['model.blocks.0.ls'][0] == 0.05 and got['model.blocks.0.gamma'][0] == 0.0
+    assert got['model.blocks.1.conv.bias'] == pytest.approx((0.05, 1e-3))  # the longer key wins over 'blocks.1'
+    assert got['model.blocks.1.conv.weight'] == pytest.approx((0.025, 1e-4))
+
+
+def test_zoo_optim_constructor_custom_keys_with_no_weight_decay_and_layer_decay():
+    """A key overrides the model's no_weight_decay() exclusion too, and its lr_mult multiplies the layer-decay scale."""
+    pytest.importorskip('backbonezoo.mm')
+    from mmengine.optim import build_optim_wrapper
+
+    import backbonezoo.mm  # noqa: F401
+
+    toy = _Toy()
+    toy.no_weight_decay = lambda: {'blocks.0.gamma', 'blocks.2.gamma'}
+    holder = _Holder(toy)
+    optimizer = dict(type='AdamW', lr=1e-3, weight_decay=0.05)
+    keys = {'blocks.2.gamma': dict(decay_mult=1.0), 'blocks.1.conv': dict(lr_mult=0.5, decay_mult=2.0)}
+    for layer_decay in (None, 0.5):
+        paramwise = dict(layer_decay=layer_decay) if layer_decay else {}
+        plain = _groups_by_name(
+            holder,
+            build_optim_wrapper(
+                holder, dict(optimizer=optimizer, constructor='ZooOptimConstructor', paramwise_cfg=paramwise)
+            ).optimizer,
+        )
+        custom = _groups_by_name(
+            holder,
+            build_optim_wrapper(
+                holder,
+                dict(
+                    optimizer=optimizer,
+                    constructor='ZooOptimConstructor',
+                    paramwise_cfg=dict(paramwise, custom_keys=keys),
+                ),
+            ).optimizer,
+        )
+        assert plain['model.blocks.0.gamma'][0] == 0.0 and plain['model.blocks.2.gamma'][0] == 0.0
+        for name, (wd, lr) in plain.items():
+            if 'blocks.2.gamma' in name:
+                expected = (0.05, lr)
+            elif 'blocks.1.conv' in name:
+                expected = (0.1, lr * 0.5)
+            else:
+                expected = (wd, lr)
+            assert _close(custom[name], expected), (layer_decay, name, custom[name], expected)
+        lrs = {lr for _, lr in plain.values()}
+        assert (len(lrs) > 1) == bool(layer_decay), 'layer decay gives the layers different lrs'

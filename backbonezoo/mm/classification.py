@@ -22,12 +22,13 @@ Registered in mmengine's root registries (classification configs use the default
   ``AlbuClsTrain``, ``AlbuClsEval``: the earlier albumentations 2.x pipelines, kept as opt-in; ``AlbuClsEval``
   resizes with cv2 and so does NOT match the evaluation protocol.
 - ``ZooOptimConstructor`` (OPTIM_WRAPPER_CONSTRUCTORS): timm's weight-decay exclusions (the model's
-  ``no_weight_decay()``, norms, biases) and layer-wise lr decay.
+  ``no_weight_decay()``, norms, biases), layer-wise lr decay and mmengine's ``custom_keys`` (lr_mult / decay_mult).
 - ``ClsAccuracy`` (METRICS): top-1 / top-5 in percent.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -877,9 +878,19 @@ class ZooOptimConstructor(DefaultOptimWrapperConstructor):
     schedulers then scale every group alike).
 
     ``paramwise_cfg`` keys: ``layer_decay``, ``layer_decay_min_scale``, ``no_weight_decay`` (extra names or
-    wildcards); mmengine's ``norm_decay_mult`` / ``bias_decay_mult`` / ``flat_decay_mult`` are accepted at 0 (what
-    these groups do anyway). Select it with ``optim_wrapper=dict(constructor='ZooOptimConstructor', ...)``.
+    wildcards), ``custom_keys``; mmengine's ``norm_decay_mult`` / ``bias_decay_mult`` / ``flat_decay_mult`` are
+    accepted at 0 (what these groups do anyway). Select it with ``optim_wrapper=dict(constructor='ZooOptimConstructor',
+    ...)``.
+
+    ``custom_keys`` has mmengine's semantics (``DefaultOptimWrapperConstructor``): a parameter whose full name (as
+    ``named_parameters()`` of the model handed to the constructor spells it, e.g. ``model.stages.0.conv.weight``)
+    contains a key takes that key's settings and no other rule: weight decay = the optimizer's ``weight_decay`` x
+    ``decay_mult`` (default 1, so a matched norm or bias decays unless ``decay_mult=0``), lr = the optimizer's lr x
+    ``lr_mult`` (default 1; times the layer's ``lr_scale`` with ``layer_decay``); other entries of the key's dict
+    are copied into the parameter's group. When several keys match, the longest wins (ties: alphabetical order).
     """
+
+    _KEY_MULTS = ('lr_mult', 'decay_mult')
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
         paramwise = dict(paramwise_cfg or {})
@@ -887,6 +898,15 @@ class ZooOptimConstructor(DefaultOptimWrapperConstructor):
         self.layer_decay_min_scale = float(paramwise.pop('layer_decay_min_scale', 0.0))
         extra = paramwise.pop('no_weight_decay', None) or ()
         self.extra_no_weight_decay = [extra] if isinstance(extra, str) else list(extra)
+        custom_keys = paramwise.pop('custom_keys', None) or {}
+        if not isinstance(custom_keys, dict) or not all(isinstance(v, dict) for v in custom_keys.values()):
+            raise TypeError(
+                f'ZooOptimConstructor: paramwise_cfg.custom_keys must map name keys to dicts '
+                f'(lr_mult / decay_mult / ...), got {custom_keys!r}'
+            )
+        self.custom_keys = {str(k): dict(v) for k, v in custom_keys.items()}
+        # mmengine's order: alphabetical, then the longest key first (stable sort)
+        self.sorted_keys = sorted(sorted(self.custom_keys), key=len, reverse=True)
         for key in ('norm_decay_mult', 'bias_decay_mult', 'flat_decay_mult'):
             value = paramwise.pop(key, 0.0)
             if value != 0.0:
@@ -894,9 +914,13 @@ class ZooOptimConstructor(DefaultOptimWrapperConstructor):
         if paramwise:
             raise ValueError(
                 f'ZooOptimConstructor: unknown paramwise_cfg keys {sorted(paramwise)}; expected layer_decay, '
-                'layer_decay_min_scale, no_weight_decay (or DefaultOptimWrapperConstructor for the rest)'
+                'layer_decay_min_scale, no_weight_decay, custom_keys (or DefaultOptimWrapperConstructor for the rest)'
             )
         super().__init__(optim_wrapper_cfg, None)
+
+    def custom_key(self, name: str) -> str | None:
+        """The ``custom_keys`` entry that governs the parameter called ``name`` (mmengine's matching), or None."""
+        return next((key for key in self.sorted_keys if key in name), None)
 
     def param_groups(self, module: torch.nn.Module) -> list[dict]:
         from timm.optim import param_groups_layer_decay, param_groups_weight_decay
@@ -922,7 +946,46 @@ class ZooOptimConstructor(DefaultOptimWrapperConstructor):
         rest = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
         if rest:  # parameters of the wrapper outside the timm model
             groups.append(dict(params=rest))
+        if self.custom_keys:
+            groups = self._apply_custom_keys(module, groups, base_lr, weight_decay)
         return [g for g in groups if g['params']]
+
+    def _apply_custom_keys(self, module: torch.nn.Module, groups: list[dict], base_lr: float, wd: float) -> list[dict]:
+        """Move every parameter a custom key matches out of its group into one group per (group, key)."""
+        names = {id(p): name for name, p in module.named_parameters()}
+        out, custom = [], {}
+        for index, group in enumerate(groups):
+            kept = []
+            for param in group['params']:
+                key = self.custom_key(names.get(id(param), ''))
+                if key is None:
+                    kept.append(param)
+                    continue
+                if (index, key) not in custom:
+                    settings = self.custom_keys[key]
+                    lr_mult, decay_mult = settings.get('lr_mult', 1.0), settings.get('decay_mult', 1.0)
+                    new = {k: v for k, v in group.items() if k != 'params'}
+                    new['lr'] = base_lr * group.get('lr_scale', 1.0) * lr_mult
+                    new['weight_decay'] = wd * decay_mult
+                    if 'lr_scale' in group:  # timm's schedulers read lr_scale
+                        new['lr_scale'] = group['lr_scale'] * lr_mult
+                    # as mmengine: the key's other entries last (an explicit weight_decay / lr wins)
+                    new.update({k: v for k, v in settings.items() if k not in self._KEY_MULTS})
+                    new['params'] = []
+                    custom[index, key] = new
+                custom[index, key]['params'].append(param)
+            out.append(dict(group, params=kept))
+        unused = set(self.custom_keys) - {key for _, key in custom}
+        if unused:  # mmengine ignores such keys silently; a typo would go unnoticed
+            from mmengine.logging import print_log
+
+            print_log(
+                f'ZooOptimConstructor: paramwise_cfg.custom_keys {sorted(unused)} match no trainable parameter '
+                f'(names look like {next(iter(names.values()), "?")!r})',
+                logger='current',
+                level=logging.WARNING,
+            )
+        return out + list(custom.values())
 
     def __call__(self, model: torch.nn.Module):
         from mmengine.model import is_model_wrapper

@@ -13,7 +13,7 @@ _PATNET = Recipe(
     source=f'official cfg/PartialNet_t0.yaml (PyTorch Lightning train_test.py) @ {_CODE}',
     epochs=300,
     batch_size=4096,
-    batch_per_gpu=256,
+    batch_per_gpu=512,
     lr=4e-3,
     lr_rule='lr given for the total batch ("for bs=4096"); not rescaled by the code',
     warmup_epochs=20,
@@ -34,7 +34,10 @@ _PATNET = Recipe(
     amp=True,
     crop_pct=0.9,
     sources={
-        'batch_size': f'cfg batch_size 256 per process; the lr comment "for bs=4096" implies 16 processes @ {_CODE}',
+        'batch_size': f'the cfg lr comment "for bs=4096" @ {_CODE}; data/data_api.py splits the cfg batch_size over '
+        'GPUs x nodes, so the cfg value 256 is a total batch that contradicts that comment (a local setting); the '
+        "framework is FasterNet's, whose README trains with -b 4096 on one 8-GPU node (JierunChen/FasterNet)",
+        'batch_per_gpu': 'FasterNet README command (-g 0,...,7 -b 4096: 8 GPUs x 512), the framework PartialNet reuses',
         'wd_exclude': f'models/model_api.py: timm create_optimizer(hparams, self.parameters()) gets a parameter '
         f'list, so timm applies no norm / bias filter @ {_CODE}',
         'lr_step': f'models/model_api.py: Lightning steps the scheduler once per epoch (default interval) @ {_CODE}',
@@ -77,7 +80,12 @@ _RECIPES = {
         drop_path=0.2,
         mixup=0.5,
         rand_augment='rand-m7-mstd0.5-inc1',
-        sources={'batch_size': f'cfg batch_size 256 per process; the lr comment "for bs=2048" implies 8 @ {_CODE}'},
+        batch_per_gpu=256,
+        sources={
+            'batch_size': f'the cfg lr comment "for bs=2048" @ {_CODE} (the cfg batch_size 256 is a total batch in '
+            'this code, see patnet_t0)',
+            'batch_per_gpu': '2048 over one 8-GPU node, as the FasterNet README runs (JierunChen/FasterNet)',
+        },
     ),
     'patnet_l': _PATNET.replace(
         source=_cfg('l'),
@@ -89,7 +97,12 @@ _RECIPES = {
         drop_path=0.3,
         mixup=0.7,
         rand_augment='rand-m7-mstd0.5-inc1',
-        sources={'batch_size': f'cfg batch_size 256 per process; the lr comment "for bs=2048" implies 8 @ {_CODE}'},
+        batch_per_gpu=256,
+        sources={
+            'batch_size': f'the cfg lr comment "for bs=2048" @ {_CODE} (the cfg batch_size 256 is a total batch in '
+            'this code, see patnet_t0)',
+            'batch_per_gpu': '2048 over one 8-GPU node, as the FasterNet README runs (JierunChen/FasterNet)',
+        },
     ),
 }
 

@@ -50,10 +50,20 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.02))
+# Tuned for this data (not a paper recipe): lr 1e-3 after a 1-epoch warm-up left the 280 steps short of the band
+# (38.3 % top-1); lr 1.5e-3 after a 2-epoch linear warm-up reaches it (README: top-1 per seed).
+warmup_epochs = 2
+optim_wrapper = dict(optimizer=dict(lr=1.5e-3, weight_decay=0.02))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1, end=max_epochs, convert_to_iter_based=True),
+    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=warmup_epochs, convert_to_iter_based=True),
+    dict(
+        type='CosineAnnealingLR',
+        eta_min=1e-5,
+        by_epoch=True,
+        begin=warmup_epochs,
+        end=max_epochs,
+        convert_to_iter_based=True,
+    ),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=10)
 default_hooks = dict(logger=dict(interval=7), checkpoint=dict(interval=10, max_keep_ckpts=1))

@@ -48,15 +48,14 @@ val_dataloader = dict(
     dataset=dict(pipeline=[dict(type='LoadImagePIL'), dict(type='TimmClsEval', model_name=model_name)])
 )
 test_dataloader = val_dataloader
-# timm's rule (no decay on 1-D parameters: norms, biases) with the official exceptions; the model's no_weight_decay() names nothing else here
+# timm's rule: no decay on 1-D parameters (norms, biases) and on the model's no_weight_decay() names; then the
+# official exceptions as custom_keys (mmengine semantics: a match takes weight_decay x decay_mult, lr x lr_mult)
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='ZooOptimConstructor',
     optimizer=dict(type='AdamW', lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.05),
     paramwise_cfg=dict(
-        norm_decay_mult=0.0,
-        bias_decay_mult=0.0,
-        flat_decay_mult=0.0,
         custom_keys={'conv_offset.weight': dict(lr_mult=0.01)},
     ),
     clip_grad=dict(max_norm=5.0, norm_type=2),

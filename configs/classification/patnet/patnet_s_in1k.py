@@ -1,7 +1,7 @@
 # patnet_s on ImageNet-1K: official cfg/PartialNet_s.yaml (PyTorch Lightning train_test.py) @
 # haiduo/PartialNet@679cfc0. Every value below is the recipe table's (backbonezoo/zoo/patnet.py, recipes['patnet_s'];
 # sources per value in model_cards/patnet.md), checked by tests/test_recipes.py.
-# Total batch 4096 = 16 GPUs x 256; lr 0.004 is the lr at that batch, official rule: lr given for the total batch
+# Total batch 4096 = 8 GPUs x 512; lr 0.004 is the lr at that batch, official rule: lr given for the total batch
 # ("for bs=4096"); not rescaled by the code. On another total batch run tools/train.py --auto-scale-lr (linear rule
 # from auto_scale_lr.base_batch_size). The official run used mixed precision: add --amp.
 # No released weights and two inconsistent variant sets in the repository: the recipe is the one in its cfg files,
@@ -27,7 +27,7 @@ model = dict(
     ),
 )
 train_dataloader = dict(
-    batch_size=256,
+    batch_size=512,
     dataset=dict(
         pipeline=[
             dict(type='LoadImagePIL'),

@@ -8,10 +8,29 @@
 2. **BatchNorm folding.** An eval-mode BatchNorm that directly follows a convolution / linear layer (or directly
    precedes a linear one) becomes part of that layer's weight and bias, and the BatchNorm is removed. Found in
    ``nn.Sequential`` chains, timm's ``ConvNormAct`` (its ``BatchNormAct2d`` keeps only its activation) and the
-   family blocks listed in :data:`FOLDS`, whose ``forward`` applies ``bn(layer(x))`` with nothing in between.
-3. **Memory format and compile** (opt-in): ``channels_last=True`` converts parameters and expects NHWC inputs to pay
+   family blocks listed in :data:`FOLDS`, whose ``forward`` applies ``bn(layer(x))`` with nothing in between
+   (OverLoCK's reparameterised kernels, LITv2's deformable token merging: a deformable convolution is linear in its
+   weight and bias too). Family-specific exact folds (:data:`SPECIAL_FOLDS`): PATNet's partial-mixer BatchNorm, which
+   normalises some of the input channels of the MLP's first 1x1 convolution, goes into those input columns.
+3. **LayerScale folding.** A per-channel scale (and shift) applied to a residual *branch* right after its last
+   projection (A2Mamba's ``layer_scale`` blocks: ``ls1`` after the mixer's output 1x1 convolution, ``ls2`` after
+   ``fc2``) is multiplied into that projection, and the scale module removed (:data:`SCALE_FOLDS`).
+4. **Memory format and compile** (opt-in): ``channels_last=True`` converts parameters and expects NHWC inputs to pay
    off; ``compile=True`` wraps the result in ``torch.compile`` (Inductor; on CPU its C++ code generation) with
    ``compile_mode`` (``'max-autotune-no-cudagraphs'`` searches kernels, at a longer first call).
+
+What stays, and why (each is exact in no layer it could reach):
+
+* scales on the *shortcut* (A2Mamba's ``res_scale`` blocks, OverLoCK's ``ls1`` / ``ls2``: ``ls(x) + branch(norm(x))``):
+  ``x`` also feeds the branch's LayerNorm, which is not invariant to a per-channel scale, so no layer computes
+  ``ls(x)`` alone;
+* BiFormer's final ``norm`` (BatchNorm after the last residual add): it could only go into the head through the global
+  average pool, which would change ``forward_features`` / ``forward_intermediates`` (dense heads read them);
+* HaloNet's ``post_attn`` (BatchNorm + activation after the halo attention): the activation keeps it from the following
+  1x1 convolution, and behind it is the attention's weighted sum of values whose zero-padded border keys carry no bias,
+  so the shift would not pass exactly near the borders (the scale alone would, leaving the add);
+* PATNet's ``PartialSpatialGate.norm`` (after the hard-sigmoid gate, at the end of the MLP branch, before the residual
+  add), and the partial-mixer BatchNorm of blocks whose mixer output also feeds the residual.
 
 The input model is not modified (``inplace=False`` copies it). Training the deployed model is not supported: its
 BatchNorms are gone, so call ``deploy`` on a trained model, once, for inference or export (``torch.onnx.export``
@@ -23,6 +42,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import types
 from collections.abc import Callable
 
 import torch
@@ -30,7 +50,7 @@ import torch.nn as nn
 
 from .layers.bn_fold import fold_batchnorm
 
-__all__ = ['DeployMismatchError', 'DeployReport', 'FOLDS', 'deploy']
+__all__ = ['DeployMismatchError', 'DeployReport', 'FOLDS', 'SCALE_FOLDS', 'SPECIAL_FOLDS', 'deploy']
 
 _LOG = logging.getLogger(__name__)
 _BN = nn.modules.batchnorm._BatchNorm
@@ -45,9 +65,11 @@ class DeployMismatchError(RuntimeError):
 
 @dataclasses.dataclass
 class DeployReport:
-    """What ``deploy`` changed: module names of folded BatchNorms and reparameterised blocks, the BatchNorms left."""
+    """What ``deploy`` changed: module names of folded BatchNorms, folded scales and reparameterised blocks, the
+    BatchNorms left."""
 
     folded: list[str] = dataclasses.field(default_factory=list)
+    folded_scales: list[str] = dataclasses.field(default_factory=list)
     reparameterized: list[str] = dataclasses.field(default_factory=list)
     remaining_batchnorms: list[str] = dataclasses.field(default_factory=list)
     max_rel_error: float | None = None
@@ -55,9 +77,11 @@ class DeployReport:
 
 def _family_folds() -> dict[type, tuple[tuple[str, ...], ...]]:
     """Family blocks whose forward applies a BatchNorm right after (or, marked ``'before'``, right before) a layer."""
-    from .backbones import overlock, patnet, sret, tic
+    from .backbones import litv2, overlock, patnet, sret, tic
 
     return {
+        litv2.DeformableTokenMerging: (('conv', 'norm'),),
+        patnet.PartialSpatialGate: (('conv', 'norm2', 'before'),),
         patnet.PatchEmbed: (('proj', 'norm'),),
         patnet.PatchMerging: (('reduction', 'norm'),),
         patnet.GaussianChannelGate: (('stats_conv', 'bn'),),
@@ -68,18 +92,139 @@ def _family_folds() -> dict[type, tuple[tuple[str, ...], ...]]:
     }
 
 
+def _fold_partial_mixer(block: nn.Module, prefix: str, report: DeployReport) -> None:
+    """PATNet: ``mlp(cat(conv(x1), bn(gate(x2))))``: the BatchNorm scales / shifts the last input columns of ``mlp[0]``.
+
+    Only where the mixer output feeds nothing but the MLP (blocks without the mixer residual) and ``mlp[0]`` is a
+    1x1 convolution (the MLP is a plain ``nn.Sequential``: its first layer sees the concatenation as it is).
+    """
+    mixer, mlp = block.spatial_mixing, block.mlp
+    bn, first = getattr(mixer, 'norm', None), mlp[0] if isinstance(mlp, nn.Sequential) and len(mlp) else None
+    if block.mixer_residual or mixer.attention != 'channel' or type(bn).__name__ not in _FOLDABLE_BN:
+        return
+    if first is None or not _pointwise(first) or first.weight.shape[1] != mixer.conv_dim + mixer.attn_dim:
+        return
+    if type(mlp).forward is not nn.Sequential.forward or bn.running_mean is None:
+        return
+    with torch.no_grad():
+        weight = first.weight.flatten(1)
+        cols = weight[:, mixer.conv_dim :]
+        folded, bias = fold_batchnorm(cols, first.bias, _affine(bn), bn_after=False)
+        weight[:, mixer.conv_dim :] = folded
+        first.weight.copy_(weight.view_as(first.weight))
+        if first.bias is None:
+            first.bias = nn.Parameter(bias.to(first.weight.dtype))
+        else:
+            first.bias.copy_(bias)
+    mixer.norm = nn.Identity()
+    report.folded.append(f'{prefix}spatial_mixing.norm')
+
+
+def _family_special_folds() -> dict[type, Callable[[nn.Module, str, DeployReport], None]]:
+    from .backbones import patnet
+
+    return {patnet.PATBlock: _fold_partial_mixer}
+
+
+def _family_scale_folds() -> dict[type, Callable[[nn.Module], tuple[tuple[str, str], ...]]]:
+    """Blocks whose branch ends ``scale(layer(...))``: (scale module, layer) pairs, given the block instance."""
+    from .backbones import a2mamba
+
+    def a2mamba_block(block: nn.Module) -> tuple[tuple[str, str], ...]:
+        if block.res_scale:  # ls(x) + branch: the scale is on the shortcut
+            return ()
+        return (('ls1', 'token_mixer.proj.1'), ('ls2', 'mlp.fc2'))
+
+    return {a2mamba.A2MambaBlock: a2mamba_block}
+
+
 #: Family blocks with BatchNorms ``deploy`` folds, filled on first use (the backbones import this package's layers).
 FOLDS: dict[type, tuple[tuple[str, ...], ...]] = {}
+#: Family blocks with a fold of their own (a BatchNorm on part of a layer's input channels): ``fn(block, prefix,
+#: report)``.
+SPECIAL_FOLDS: dict[type, Callable[[nn.Module, str, DeployReport], None]] = {}
+#: Family blocks with LayerScale on a residual branch: ``fn(block) -> ((scale_name, layer_path), ...)``.
+SCALE_FOLDS: dict[type, Callable[[nn.Module], tuple[tuple[str, str], ...]]] = {}
+
+
+def _fill_tables() -> None:
+    if not FOLDS:
+        FOLDS.update(_family_folds())
+    if not SPECIAL_FOLDS:
+        SPECIAL_FOLDS.update(_family_special_folds())
+    if not SCALE_FOLDS:
+        SCALE_FOLDS.update(_family_scale_folds())
+
+
+def _affine(bn: nn.Module):
+    """``bn``'s statistics with explicit unit weight / zero bias when it has no affine parameters."""
+    if bn.affine:
+        return bn
+    mean, var = bn.running_mean, bn.running_var
+    return types.SimpleNamespace(
+        weight=torch.ones_like(mean), bias=torch.zeros_like(mean), running_mean=mean, running_var=var, eps=bn.eps
+    )
 
 
 def _as_layer(module: nn.Module) -> nn.Module | None:
     """The convolution / linear layer ``module`` computes, if it is one (a reparameterised block is its conv)."""
-    if isinstance(module, _LAYERS):
+    if _linear_in_weight(module):
         return module
     conv = getattr(module, 'conv', None)  # OverLoCK's DilatedReparamBlock in deploy form: forward is conv(x)
     if type(module).__name__ == 'DilatedReparamBlock' and getattr(module, 'bn', True) is None:
         return conv
     return None
+
+
+def _linear_in_weight(layer: nn.Module) -> bool:
+    """Output channel ``o`` is ``weight[o]``-linear plus ``bias[o]``: convolutions, linear layers, deformable convs."""
+    return isinstance(layer, _LAYERS) or type(layer).__name__ == 'DeformConv2d'
+
+
+def _scale_vectors(scale: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight, bias) of a per-channel scale module: the zoo's ChannelAffine, timm's LayerScale / LayerScale2d."""
+    name = type(scale).__name__
+    if name == 'ChannelAffine':
+        return scale.weight, scale.bias
+    if name in ('LayerScale', 'LayerScale2d'):
+        return scale.gamma, None
+    return None
+
+
+def _fold_scale_into(layer: nn.Module, scale: nn.Module) -> bool:
+    """``scale(layer(x))`` as one layer: the per-channel weight multiplies the layer's rows, bias becomes w*b + s."""
+    vectors = _scale_vectors(scale)
+    if vectors is None or not isinstance(layer, _LAYERS) or layer.weight.shape[0] != vectors[0].numel():
+        return False
+    weight, shift = vectors
+    with torch.no_grad():
+        bias = layer.bias * weight if layer.bias is not None else torch.zeros_like(weight)
+        if shift is not None:
+            bias = bias + shift
+        layer.weight.mul_(weight.view(-1, *([1] * (layer.weight.ndim - 1))))
+        if layer.bias is None:
+            layer.bias = nn.Parameter(bias.to(layer.weight.dtype))
+        else:
+            layer.bias.copy_(bias)
+    return True
+
+
+def fold_scales(model: nn.Module) -> list[str]:
+    """Fold every LayerScale that directly follows its branch's last projection (:data:`SCALE_FOLDS`), in place."""
+    _fill_tables()
+    folded = []
+    for name, module in list(model.named_modules()):
+        rule = SCALE_FOLDS.get(type(module))
+        for scale_name, layer_path in rule(module) if rule is not None else ():
+            scale = getattr(module, scale_name, None)
+            try:
+                layer = module.get_submodule(layer_path)
+            except AttributeError:
+                continue
+            if scale is not None and _fold_scale_into(layer, scale):
+                setattr(module, scale_name, nn.Identity())
+                folded.append(f'{name}.{scale_name}' if name else scale_name)
+    return folded
 
 
 def _pointwise(layer: nn.Module) -> bool:
@@ -100,13 +245,11 @@ def _fold_into(layer: nn.Module | None, bn: nn.Module, bn_after: bool) -> bool:
     if layer is None or not isinstance(bn, _BN) or type(bn).__name__ not in _FOLDABLE_BN or bn.running_mean is None:
         return False
     if bn_after:
-        if not isinstance(layer, _LAYERS) or layer.weight.shape[0] != bn.num_features:
+        if not _linear_in_weight(layer) or layer.weight.shape[0] != bn.num_features:
             return False
     elif not _pointwise(layer) or layer.weight.shape[1] != bn.num_features:
         return False
-    if not bn.affine:
-        bn = copy.copy(bn)
-        bn.weight, bn.bias = torch.ones_like(bn.running_mean), torch.zeros_like(bn.running_mean)
+    bn = _affine(bn)
     with torch.no_grad():
         weight = layer.weight if bn_after else layer.weight.flatten(1)
         weight, bias = fold_batchnorm(weight, layer.bias, bn, bn_after=bn_after)
@@ -161,8 +304,7 @@ def _is_conv_norm_act(module: nn.Module) -> bool:
 
 def fold_batchnorms(model: nn.Module) -> DeployReport:
     """Fold every eval-mode BatchNorm that directly follows (or precedes, for linear layers) its layer, in place."""
-    if not FOLDS:
-        FOLDS.update(_family_folds())
+    _fill_tables()
     report = DeployReport()
     for name, module in list(model.named_modules()):
         prefix = f'{name}.' if name else ''
@@ -174,6 +316,9 @@ def fold_batchnorms(model: nn.Module) -> DeployReport:
             _fold_pair(module, 'conv', 'bn', prefix=prefix, report=report)
         for pair in FOLDS.get(type(module), ()):
             _fold_pair(module, *pair, prefix=prefix, report=report)
+        special = SPECIAL_FOLDS.get(type(module))
+        if special is not None:
+            special(module, prefix, report)
     return report
 
 
@@ -214,6 +359,7 @@ def deploy(
     *,
     fold: bool = True,
     reparameterize: bool = True,
+    fold_scale: bool = True,
     channels_last: bool = False,
     compile: bool = False,
     compile_mode: str | None = None,
@@ -229,6 +375,7 @@ def deploy(
         model: any model registered by the zoo (or any timm model: the generic rules apply to it too).
         fold: fold BatchNorms into adjacent convolutions / linear layers.
         reparameterize: switch blocks with a ``reparameterize()`` method to their deploy form.
+        fold_scale: fold LayerScale on residual branches into the branch's last projection.
         channels_last: convert the parameters to ``torch.channels_last`` (feed NHWC inputs for the speed-up).
         compile: return ``torch.compile(model, mode=compile_mode)``; the first call compiles.
         compile_mode: ``torch.compile``'s mode, e.g. ``'max-autotune-no-cudagraphs'``.
@@ -253,6 +400,8 @@ def deploy(
     if fold:
         folded = fold_batchnorms(model)
         result.folded = folded.folded
+    if fold_scale:
+        result.folded_scales = fold_scales(model)
     result.remaining_batchnorms = [n for n, m in model.named_modules() if isinstance(m, _BN)]
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -265,8 +414,9 @@ def deploy(
                 f'{result.max_rel_error:.2e} > rtol={rtol:.0e}; folded: {", ".join(result.folded) or "nothing"}'
             )
     _LOG.debug(
-        'deploy: folded %d BatchNorms, reparameterised %d blocks, %d BatchNorms left',
+        'deploy: folded %d BatchNorms and %d scales, reparameterised %d blocks, %d BatchNorms left',
         len(result.folded),
+        len(result.folded_scales),
         len(result.reparameterized),
         len(result.remaining_batchnorms),
     )

@@ -16,13 +16,17 @@ from backbonezoo.zoo import families, get_family
 
 SMALLEST = {name: family.variants[0].name for name, family in families().items()}
 
-# BatchNorms deploy leaves in place, and why: each is not adjacent to a conv / linear layer it could fold into.
+# BatchNorms deploy leaves in place, and why (backbonezoo/deploy.py's docstring): no layer computes them exactly.
 KEPT = {
     'biformer': ('norm',),  # before global pooling: folding it into the head would change forward_features
-    'halonet': ('post_attn',),  # after the attention output (no layer in between)
-    'litv2': ('downsample.norm',),  # after the deformable token merging
-    'patnet': ('spatial_mixing.norm',),  # around the attention branch of the partial mixer
+    'halonet': ('post_attn',),  # after the attention output, with an activation before the next conv
+    'patnet': ('mlp.4.norm',),  # PAT_sp (t1 and up): after the gate, at the end of the residual branch
 }
+ALL_VARIANTS = [
+    pytest.param(variant.name, marks=() if variant.name in SMALLEST.values() else pytest.mark.slow, id=variant.name)
+    for family in families().values()
+    for variant in family.variants
+]
 
 
 def perturb_batchnorms(model: nn.Module, seed: int = 1) -> nn.Module:
@@ -45,12 +49,31 @@ def seeded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
-@pytest.mark.parametrize('family', sorted(SMALLEST))
-def test_deploy_equals_eval_model_and_folds_every_adjacent_batchnorm(family):
-    name = SMALLEST[family]
+def perturb_scales(model: nn.Module, seed: int = 2) -> nn.Module:
+    """Random per-channel LayerScale weights and shifts (the zoo's ChannelAffine, timm's LayerScale gamma)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            for tensor in (
+                getattr(module, 'gamma', None),
+                getattr(module, 'weight', None),
+                getattr(module, 'bias', None),
+            ):
+                if type(module).__name__ in ('ChannelAffine', 'LayerScale', 'LayerScale2d') and tensor is not None:
+                    tensor.copy_(torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype))
+    return model
+
+
+def _scales(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if type(m).__name__ in ('ChannelAffine', 'LayerScale', 'LayerScale2d')]
+
+
+@pytest.mark.parametrize('name', ALL_VARIANTS)
+def test_deploy_equals_eval_model_and_folds_every_adjacent_batchnorm(name):
+    family = backbonezoo.family_of(name).name
     # float64: folding is exact algebra, so anything above rounding is a wrong rule (random deep nets amplify
     # float32 rounding beyond 1e-4; the fp32 tolerance is checked on the authors' weights below)
-    model = perturb_batchnorms(timm.create_model(name)).eval().double()
+    model = perturb_scales(perturb_batchnorms(timm.create_model(name))).eval().double()
     reports = []
     deployed = deploy(model, report=reports.append, rtol=1e-9)
     report = reports[0]
@@ -60,13 +83,38 @@ def test_deploy_equals_eval_model_and_folds_every_adjacent_batchnorm(family):
     total = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert len(report.folded) == total - len(report.remaining_batchnorms)
     info = get_family(family)
-    height, width = info.variants[0].input_hw
+    height, width = backbonezoo.variant_info(name).input_hw
     sizes = [(height, width)]
     if not info.fixed_size:
         sizes.append((height + info.size_divisor, width))  # a second, non-square size
     for size in sizes:
         x = torch.randn(2, model.pretrained_cfg['input_size'][0], *size, dtype=torch.float64)
         assert_close_rel(seeded(deployed, x), seeded(model, x), rtol=1e-9, what=f'{name} at {size}')
+
+
+@pytest.mark.parametrize(
+    'kwargs',
+    [
+        dict(layer_scales=(True,) * 4),
+        dict(layer_scales=(True, True, False, False), res_scales=(False, False, True, True)),
+    ],
+    ids=['branch_scales', 'branch_and_shortcut_scales'],
+)
+def test_layer_scale_on_a_branch_folds_into_its_last_projection(kwargs):
+    """A2Mamba's ``layer_scale`` blocks: ls1 / ls2 (random weight and shift) go into the mixer's output conv and fc2;
+    ``res_scale`` blocks scale the shortcut, which no layer computes alone: those stay. Exact in float64."""
+    model = timm.create_model('a2mamba_nano', depths=(1, 1, 2, 1), **kwargs)  # one block per stage, two in stage 3
+    model = perturb_scales(perturb_batchnorms(model)).eval().double()
+    scaled_shortcut = {
+        f'{n}.{ls}' for n, m in model.named_modules() if getattr(m, 'res_scale', False) for ls in ('ls1', 'ls2')
+    }
+    reports = []
+    x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
+    deployed = deploy(model, report=reports.append, rtol=1e-9, example_input=x)
+    assert set(_scales(deployed)) == scaled_shortcut
+    assert set(reports[0].folded_scales) == set(_scales(model)) - scaled_shortcut
+    assert reports[0].folded_scales, 'no scale was folded'
+    assert_close_rel(seeded(deployed, x), seeded(model, x), rtol=1e-9, what='a2mamba_nano with LayerScale')
 
 
 def _fixture_model(family: str):
@@ -130,3 +178,18 @@ def test_deploy_options_and_errors():
     with pytest.raises(TypeError, match='nn.Module'):
         deploy('overlock_xt')
     assert backbonezoo.deploy is not None
+
+
+def test_compare_official_skips_a_family_without_its_checkout(tmp_path, capsys):
+    """benchmarks/compare_official.py fetches nothing: with no official folder it says so and writes no row."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+    compare = importlib.import_module('compare_official')
+    out = tmp_path / 'results.csv'
+    assert compare.main(['--official-root', str(tmp_path), '--families', 'patnet', 'a2mamba', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'patnet' in printed and 'a2mamba' in printed and 'not found, skipped' in printed
+    assert 'haiduo/PartialNet' in printed  # tells where the code comes from
+    assert not out.exists()

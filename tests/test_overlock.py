@@ -457,6 +457,7 @@ def test_torch_compile_forward():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.heavy
 def test_onnx_export_with_dynamic_sizes(tmp_path):
     """One dynamo export (dynamic H / W, traced at 64 px) runs in onnxruntime with the eager outputs at other sizes:
     small maps in one or both Focus-Net stages or in none, non-square and odd sides. The whole architecture at a

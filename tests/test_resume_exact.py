@@ -88,6 +88,7 @@ def _losses(work_dir: Path) -> dict[int, float]:
     return losses
 
 
+@pytest.mark.heavy
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(demo_data, tmp_path):
     config = _config(tmp_path, demo_data)
     full, parts = tmp_path / 'full', tmp_path / 'parts'

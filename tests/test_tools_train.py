@@ -44,6 +44,7 @@ def _val_scalars(runner) -> dict:
     return {k: v.current() for k, v in runner.message_hub.log_scalars.items() if k.startswith('val/')}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     'config, metric',
     [('efficientvit_m0_retinanet_demo.py', 'val/coco/bbox_mAP'), ('shvit_s1_upernet_demo.py', 'val/mIoU')],
@@ -79,6 +80,7 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
+@pytest.mark.heavy
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(demo_env, tmp_path):
     config = _deterministic_cls_config(tmp_path, 'efficientvit_m0', 'dict(lr=1e-3)', max_iters=4, batch_size=30)
     train = _tool('train').main
@@ -99,6 +101,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.heavy
 def test_ddp_two_cpu_processes_match_one_process(demo_env, tmp_path):
     """One SGD step (no momentum, no decay) on a LayerNorm model: equal weights after it mean equal gradients."""
     sgd = "dict(_delete_=True, type='SGD', lr=0.5, momentum=0.0, weight_decay=0.0)"

@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             'no:cacheprovider',
             '-q',
             '-rfE',
+            '--durations=10',  # the ten slowest (model, test) pairs, as `make test` prints for its own suite
             '--rootdir',
             tmp,
             '-c',

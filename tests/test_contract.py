@@ -179,7 +179,7 @@ def test_bad_input_is_a_named_error(name, eval_models):
             model(torch.randn(1, 3, family.min_size // 2, family.min_size // 2))
 
 
-# --- robustness: FAMILY_DONE point 8 -------------------------------------------------------------------------------
+# --- robustness: CONTRIBUTING.md, "Adding a family", point 8 ----------------------------------------------------------
 
 
 def build_deterministic(name: str, monkeypatch, **kwargs) -> torch.nn.Module:

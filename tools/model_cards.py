@@ -111,7 +111,7 @@ def _fmt(value, spec: str) -> str:
 
 
 def _vs_paper(measured: float, paper: float | None) -> str:
-    """A measured GMACs figure with its deviation from the paper's (FAMILY_DONE asks for <= 3 %)."""
+    """A measured GMACs figure with its deviation from the paper's (expected within 3 %)."""
     if not paper:
         return f'{measured:.3f}'
     return f'{measured:.3f} ({100 * (measured - paper) / paper:+.1f} %)'

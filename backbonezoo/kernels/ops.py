@@ -232,16 +232,21 @@ def _local_attention_backward(ctx, grad):
 local_attention.register_autograd(_local_attention_backward, setup_context=_local_attention_setup)
 
 
+def _local_macs(q, kernel_size, depth: int) -> int:
+    """Every query meets kh * kw window slots, ``depth`` MACs each (the Triton operators count the same)."""
+    return math.prod(q[:-1]) * math.prod(kernel_size) * depth
+
+
 @register_flop_formula(torch.ops.backbonezoo.local_attention)
 def _(q, k, v, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
     """Every query attends kh * kw keys: d_qk + d_v MACs per (query, key)."""
-    return 2 * math.prod(q[:-1]) * math.prod(kernel_size) * (q[-1] + v[-1])
+    return 2 * _local_macs(q, kernel_size, q[-1] + v[-1])
 
 
 @register_flop_formula(torch.ops.backbonezoo.local_attention_backward)
 def _(grad, q, k, v, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
     """Twice the forward (dq, dk from the logits' gradient; dv, dattn from the output's)."""
-    return 4 * math.prod(q[:-1]) * math.prod(kernel_size) * (q[-1] + v[-1])
+    return 4 * _local_macs(q, kernel_size, q[-1] + v[-1])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -308,11 +313,11 @@ local_scores.register_autograd(_local_scores_backward, setup_context=_local_scor
 
 def _scores_flops(q, k, bias, kernel_size, stride, dilation, border, scale, *args, out_shape=None, **kwargs):
     """One d_qk dot product per (query, window slot), whatever the layout of the maps (scores and probs)."""
-    return 2 * math.prod(q[:-1]) * math.prod(kernel_size) * q[-1]
+    return 2 * _local_macs(q, kernel_size, q[-1])
 
 
 def _scores_backward_flops(grad, q, k, bias, kernel_size, stride, dilation, border, scale, *args, **kwargs):
-    return 4 * math.prod(q[:-1]) * math.prod(kernel_size) * q[-1]
+    return 4 * _local_macs(q, kernel_size, q[-1])
 
 
 register_flop_formula(torch.ops.backbonezoo.local_scores)(_scores_flops)

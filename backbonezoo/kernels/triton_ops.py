@@ -55,6 +55,7 @@ from torch.library import triton_op
 from torch.utils.flop_counter import register_flop_formula
 
 from ._geometry import Geometry
+from .ops import _local_macs, _optional, _routing_macs, _scan_macs  # one FLOP convention for both devices
 from .triton_local import aggregate_bwd, aggregate_fwd, attention_bwd, attention_fwd, scores_bwd, scores_fwd
 from .triton_routing import routing_bwd, routing_fwd
 from .triton_scan import scan_bwd, scan_fwd
@@ -78,10 +79,6 @@ def _kind(bias: torch.Tensor | None) -> str | None:
 def _grad_or_empty(grad: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor:
     """An operator returns tensors only: an empty placeholder where a gradient is not computed."""
     return ref.new_empty(0) if grad is None else grad
-
-
-def _optional(grad: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor | None:
-    return grad if ref is not None and ref.is_floating_point() else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -503,10 +500,6 @@ def selective_scan(u, delta, A, B, C, D, delta_bias, delta_softplus: bool):
 # FLOP formulas: the CPU operators' counts (ops.py), FLOPs = 2 x MACs.
 
 
-def _local_macs(q, kernel_size, depth: int) -> int:
-    return math.prod(q[:-1]) * math.prod(kernel_size) * depth
-
-
 @register_flop_formula(_OPS.local_attention_triton)
 def _(q, k, v, bias, kernel_size, *args, out_shape=None, **kwargs):
     return 2 * _local_macs(q, kernel_size, q[-1] + v[-1])
@@ -537,11 +530,6 @@ def _(grad, attn, v, *args, out_shape=None, **kwargs):
     return 4 * math.prod(attn) * v[-1]
 
 
-def _routing_macs(q, v, index, size) -> int:
-    tokens = size[0] * size[1]
-    return q[0] * q[1] * index[1] * tokens * index[2] * tokens * (q[-1] + v[-1])
-
-
 @register_flop_formula(_OPS.routing_attention_triton)
 def _(q, k, v, index, grid, size, *args, out_shape=None, **kwargs):
     return 2 * _routing_macs(q, v, index, size)
@@ -550,11 +538,6 @@ def _(q, k, v, index, grid, size, *args, out_shape=None, **kwargs):
 @register_flop_formula(_OPS.routing_attention_triton_backward)
 def _(grad, q, k, v, out, lse, index, grid, size, *args, out_shape=None, **kwargs):
     return 4 * _routing_macs(q, v, index, size)
-
-
-def _scan_macs(u, A, readout: bool) -> int:
-    batch, dim, length = u
-    return (9 if readout else 7) * batch * length * dim * A[-1]
 
 
 @register_flop_formula(_OPS.selective_scan_triton)

@@ -5,7 +5,7 @@
 # The authors' checkpoint for this config: upernet.biformer_small (run folder) (mIoU 49.8, mIoU (ms + flip) 50.8),
 # https://matix.li/1c4201448950
 # tools/test.py CONFIG FILE evaluates it as released (converted on the fly, strictly).
-_base_ = ['../../_base_/upernet_160k_ade20k.py']
+_base_ = ['../../_base_/upernet_160k_ade20k.py', '../../_base_/datasets/ade20k_ms_flip_tta.py']
 
 custom_imports = dict(imports=['backbonezoo.mm'], allow_failed_imports=False)
 model = dict(
@@ -34,21 +34,4 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 # Test time as the official results (semantic_segmentation/configs/_base_/datasets/ade20k_upernet.py): rescale to
 # (2048, 512) keeping the ratio, single scale, whole-image inference (the base config's test pipeline). The README's
-# "ms + flip" number: tools/test.py --tta, the official MultiScaleFlipAug ratios 0.5-1.75 of (2048, 512) with flip.
-img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-tta_model = dict(type='SegTTAModel')
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True) for r in img_ratios],
-            [
-                dict(type='RandomFlip', prob=0.0, direction='horizontal'),
-                dict(type='RandomFlip', prob=1.0, direction='horizontal'),
-            ],
-            [dict(type='LoadAnnotations', reduce_zero_label=True)],
-            [dict(type='PackSegInputs')],
-        ],
-    ),
-]
+# "ms + flip" number: tools/test.py --tta with ../../_base_/datasets/ade20k_ms_flip_tta.py (the official ratios).

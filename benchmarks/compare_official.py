@@ -25,8 +25,9 @@ the global generator in either, seeded alike for the output check); the official
 ``checkpoint_filter_fn`` into ours (strict), and the largest relative output difference on a fixed input is recorded
 (fp32). Then the forms, all in that process and timed round-robin (``backbonezoo.benchmarking.interleaved_times``:
 the machine's load swings hit every form alike), ``--passes`` times: ``official``, ``zoo`` (eager), ``deploy``
-(``backbonezoo.deploy.deploy``) and, with ``--compile``, ``deploy`` + ``torch.compile`` (inductor; compile time
-reported). Batch ``--batch-size`` (16) at 224, fp32, ``--threads`` (2) threads; batch-1 latency in the same way.
+(``backbonezoo.deploy.deploy`` with its defaults: folded, channels-last, family blocks on batch slices of at most 2 MB
+of input) and, with ``--compile``, ``deploy`` + ``torch.compile`` (inductor, which runs the blocks unsliced; compile
+time reported). Batch ``--batch-size`` (16) at 224, fp32, ``--threads`` (2) threads; batch-1 latency in the same way.
 Peak memory: the RSS increase of one batch forward over the built model, each form in its own fresh process, once per
 pass.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
+import pickle
 
 import pytest
 import timm
@@ -11,10 +13,11 @@ import torch.nn as nn
 from helpers import assert_close_rel, load_parity
 
 import backbonezoo
-from backbonezoo.deploy import DeployMismatchError, deploy, fold_batchnorms
+from backbonezoo.deploy import BATCH_CHUNKS, DeployMismatchError, chunk_batches, deploy, fold_batchnorms
 from backbonezoo.zoo import families, get_family
 
 SMALLEST = {name: family.variants[0].name for name, family in families().items()}
+OWN_FAMILIES = ('a2mamba', 'biformer', 'litv2', 'overlock', 'patnet', 'sret', 'tic')  # timm owns the other three
 
 # BatchNorms deploy leaves in place, and why (backbonezoo/deploy.py's docstring): no layer computes them exactly.
 KEPT = {
@@ -75,13 +78,21 @@ def test_deploy_equals_eval_model_and_folds_every_adjacent_batchnorm(name):
     # float32 rounding beyond 1e-4; the fp32 tolerance is checked on the authors' weights below)
     model = perturb_scales(perturb_batchnorms(timm.create_model(name))).eval().double()
     reports = []
-    deployed = deploy(model, report=reports.append, rtol=1e-9)
+    # a 1-byte budget: every block of BATCH_CHUNKS runs one sample at a time
+    deployed = deploy(model, report=reports.append, rtol=1e-9, batch_chunk_mb=2**-20)
     report = reports[0]
+    chunkable = {n for n, m in model.named_modules() if type(m) in BATCH_CHUNKS}
+    assert set(report.batch_chunked) == chunkable
+    assert chunkable or family not in OWN_FAMILIES, f'{name}: no block runs in batch slices'
     assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()), 'the input was modified'
     for leftover in report.remaining_batchnorms:
         assert leftover.endswith(KEPT.get(family, ())), f'{name}: {leftover} was not folded'
     total = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert len(report.folded) == total - len(report.remaining_batchnorms)
+    # channels-last by default: every 2-D convolution's weight, and the NCHW inputs below are converted on entry
+    assert report.channels_last
+    convs = [m for m in deployed.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs), name
     info = get_family(family)
     height, width = backbonezoo.variant_info(name).input_hw
     sizes = [(height, width)]
@@ -168,9 +179,19 @@ def test_folding_is_idempotent_and_a_wrong_rule_is_caught(monkeypatch):
 def test_deploy_options_and_errors():
     model = perturb_batchnorms(timm.create_model('overlock_xt')).eval()
     x = torch.randn(1, 3, 96, 128)
-    deployed = deploy(model, channels_last=True, example_input=x)
+    deployed = deploy(model, example_input=x)
     assert deployed.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert_close_rel(deployed(x.contiguous(memory_format=torch.channels_last)), seeded(model, x), rtol=1e-4)
+    # the input hook converts NCHW inputs (a conv inside sees NHWC), and leaves other arguments alone
+    seen = []
+    deployed.stem[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    assert_close_rel(deployed(x), seeded(model, x), rtol=1e-4)
+    assert seen[-1].is_contiguous(memory_format=torch.channels_last) and not seen[-1].is_contiguous()
+    contiguous = deploy(model, channels_last=False, example_input=x)
+    assert contiguous.stem[0].weight.is_contiguous() and not contiguous._forward_pre_hooks
+    copied = copy.deepcopy(deployed)  # the hook is a module-level function: copies and pickles keep it
+    assert_close_rel(copied(x), seeded(model, x), rtol=1e-4)
+    assert pickle.loads(pickle.dumps(contiguous)) is not None and pickle.loads(pickle.dumps(deploy(model)))
     reparam_blocks = [m for m in deployed.modules() if type(m).__name__ == 'DilatedReparamBlock']
     assert reparam_blocks and all(m.bn is None for m in reparam_blocks)
     same = deploy(model, inplace=True, check=False)
@@ -178,6 +199,49 @@ def test_deploy_options_and_errors():
     with pytest.raises(TypeError, match='nn.Module'):
         deploy('overlock_xt')
     assert backbonezoo.deploy is not None
+
+
+@pytest.mark.parametrize('name', ['litv2_small', 'overlock_xt'])
+def test_batch_slices_follow_the_budget_and_keep_the_result(name):
+    """A batch of 5 with a budget of two samples' block input: slices of 2, 2 and 1 in every chunked block of the
+    first stage, outputs (and their channels-last layout) as the whole batch gives; the OverLoCK Focus-Net blocks
+    slice their Overview-Net context with the features. Batches that fit and captured forwards run unsliced."""
+    model = perturb_batchnorms(timm.create_model(name)).eval()
+    x = torch.randn(5, 3, 64, 64)
+    whole = deploy(model, batch_chunk_mb=None, example_input=x)
+    first = next(m for m in whole.modules() if type(m) in BATCH_CHUNKS)
+    seen = []
+    handle = first.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        expected = whole(x)
+    handle.remove()
+    per_sample = seen[0][0].numel() * seen[0].element_size()
+    sliced = deploy(model, batch_chunk_mb=2.5 * per_sample / 2**20, example_input=x)
+    batches = {}
+    for block_name, block in sliced.named_modules():
+        if type(block) in BATCH_CHUNKS:
+            inner = next(iter(block.children()))  # its first layer runs once per slice
+
+            def record(module, args, n=block_name):
+                batches.setdefault(n, []).append(len(args[0]))
+
+            inner.register_forward_pre_hook(record)
+    with torch.no_grad():
+        actual = sliced(x)
+    assert_close_rel(actual, expected, rtol=1e-5)
+    first_name = next(n for n, m in sliced.named_modules() if type(m) in BATCH_CHUNKS)
+    assert batches[first_name] == [2, 2, 1]
+    assert all(sum(sizes) == 5 for sizes in batches.values())  # every sample once, in every chunked block
+    if name == 'overlock_xt':
+        focus = [n for n, m in sliced.named_modules() if type(m).__name__ == 'ContMixBlock']
+        assert focus and all(batches[n] for n in focus)
+    features = sliced.forward_features(x)
+    assert features.is_contiguous(memory_format=torch.channels_last) or features.dim() != 4
+    batches.clear()
+    with torch.no_grad():
+        sliced(x[:1])  # fits the budget: one call per block
+    assert all(sizes == [1] for sizes in batches.values())
+    assert chunk_batches(sliced, 1.0) == []  # already sliced blocks are left alone
 
 
 def test_compare_official_skips_a_family_without_its_checkout(tmp_path, capsys):

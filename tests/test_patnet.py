@@ -131,3 +131,29 @@ def test_mm_backbone_loads_official_dense_checkpoint(tmp_path):
     assert torch.equal(backbone.out_norms[0].weight, official['norm2.weight'])
     outs = backbone.eval()(torch.randn(1, 3, 200, 250))
     assert [tuple(o.shape) for o in outs] == [(1, 64, 25, 32), (1, 128, 13, 16), (1, 256, 7, 8)]
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.bfloat16])
+def test_channel_gate_statistics_are_mean_and_unbiased_std(dtype):
+    """PAT_ch's gate reads (mean, unbiased std) per channel; the fast two-pass norm must equal ``Tensor.std``,
+    including a 1-pixel map (no unbiased std: NaN, as the official ``torch.std`` gives) and low-precision inputs."""
+    from backbonezoo.backbones.patnet import GaussianChannelGate
+
+    torch.manual_seed(0)
+    gate = GaussianChannelGate(6).eval()
+    seen = []
+    gate.stats_conv.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    gate = gate.to(dtype)
+    for hw in ((7, 5), (1, 2), (1, 1)):
+        x = (3 + 2 * torch.randn(2, 6, *hw, dtype=torch.float64)).to(dtype)
+        flat = x.flatten(2).double()
+        expected = torch.stack((flat.mean(-1), flat.std(-1)), dim=-1).unsqueeze(2)
+        with torch.no_grad():
+            gate(x)
+        stats = seen[-1].double()
+        assert stats.shape == (2, 6, 1, 2)
+        tol = 1e-2 if dtype == torch.bfloat16 else 1e-6  # in float32 (as the official code: fx-traceable)
+        if hw == (1, 1):
+            assert stats[..., 1].isnan().all()
+            stats, expected = stats[..., 0], expected[..., 0]
+        assert_close_rel(stats, expected, rtol=tol, what=f'{hw} {dtype}')

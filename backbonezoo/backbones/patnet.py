@@ -112,7 +112,11 @@ class GaussianChannelGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(2).float()  # statistics in float32: the std loses precision in half types
-        stats = torch.stack((flat.mean(-1), flat.std(-1)), dim=-1).unsqueeze(2).to(x.dtype)  # (B, C, 1, 2)
+        mean = flat.mean(-1, keepdim=True)
+        # unbiased std as a two-pass norm: the same value as ``flat.std(-1)`` (NaN for one pixel) and on CPU about
+        # 10x faster than ``aten::std`` (which was 15 % of PATNet-T0's forward at batch 16)
+        std = torch.linalg.vector_norm(flat - mean, dim=-1) / (flat.shape[-1] - 1) ** 0.5
+        stats = torch.stack((mean.squeeze(-1), std), dim=-1).unsqueeze(2).to(x.dtype)  # (B, C, 1, 2)
         return x * F.hardsigmoid(self.bn(self.stats_conv(stats)))
 
 

@@ -15,18 +15,20 @@
 3. **LayerScale folding.** A per-channel scale (and shift) applied to a residual *branch* right after its last
    projection (A2Mamba's ``layer_scale`` blocks: ``ls1`` after the mixer's output 1x1 convolution, ``ls2`` after
    ``fc2``) is multiplied into that projection, and the scale module removed (:data:`SCALE_FOLDS`).
-4. **Memory format** (default on): the parameters become ``torch.channels_last`` and a forward pre-hook makes a 4-D
-   input channels-last, so every convolution runs NHWC (oneDNN's NCHW path reorders each call: one 1x1 convolution of
-   PATNet's first stage takes 14 ms NCHW and 0.8 ms NHWC at batch 16 on a 2-core AMD EPYC). Measured on that machine,
+4. **Memory format** (default on): the parameters become ``torch.channels_last``; a convolution with a channels-last
+   weight computes and returns NHWC whatever its input's layout, so from the first convolution on every feature map is
+   NHWC (oneDNN's NCHW path reorders each call: one 1x1 convolution of PATNet's first stage takes 14 ms NCHW and
+   0.8 ms NHWC at batch 16 on a 2-core AMD EPYC). NCHW inputs are not copied into NHWC first: measured no slower, and
+   a batch-16 input copy is 9.6 MB (PATNet-T0's deploy peak 47 -> 36 MB without it). Measured on that machine,
    batch 16, deploy with / without: PATNet-T0 +12 %, A2Mamba-N +23 %, EfficientViT-M0 +20 %, SHViT-S1 +15 %,
    HaloNet-H0 +20 %, TiC-T +12 %, SReT-T +6 %, BiFormer-T +4 %, OverLoCK-XT and LITv2-S unchanged (no family was
    slower). Outputs keep their values (``channels_last=False`` gives the contiguous layout back).
 5. **Batch slices** (default 2 MB): the family blocks of :data:`BATCH_CHUNKS` (no cross-sample computation in eval
    mode) run their batch in slices of at most ``batch_chunk_mb`` MB of block input, so a block's large intermediates
    (the 4x-wide MLP hidden map, attention gathers, scan states) exist for one slice at a time and stay in cache. At
-   batch 16, 224, 2 threads: peak RSS of one forward 210 -> 92 MB (BiFormer-T), 241 -> 119 (LITv2-S), 245 -> 128
-   (OverLoCK-XT), 378 -> 206 (A2Mamba-N), 82 -> 71 (SReT-T), 58 -> 44 (PATNet-T0), and no slower (1.0-1.5x the
-   unsliced throughput). Compiled / exported / traced forwards run unsliced (the compiler plans memory itself; slices
+   batch 16, 224, 2 threads: peak RSS of one forward 234 -> 78 MB (BiFormer-T), 231 -> 105 (LITv2-S), 247 -> 121
+   (OverLoCK-XT), 357 -> 176 (A2Mamba-N), 50 -> 35 (PATNet-T0), SReT-T unchanged (73 / 76: its maps are small), and
+   no slower (1.0-1.5x the unsliced throughput). Compiled / exported / traced forwards run unsliced (the compiler plans memory itself; slices
    inside a compiled PATNet-T0 measured no faster: 1.29x the eager deploy form either way).
 6. **Compile** (opt-in): ``compile=True`` wraps the result in ``torch.compile`` (Inductor; on CPU its C++ code
    generation) with ``compile_mode`` (``'max-autotune-no-cudagraphs'`` searches kernels, at a longer first call).
@@ -426,13 +428,6 @@ def _reparameterize(model: nn.Module, report: DeployReport) -> None:
             report.reparameterized.append(name)
 
 
-def _channels_last_input(module: nn.Module, args: tuple) -> tuple | None:
-    """Forward pre-hook of a channels-last deployed model: its image input in the same layout (values unchanged)."""
-    if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
-        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-    return None
-
-
 def _probe_input(model: nn.Module) -> torch.Tensor:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     chans, height, width = cfg.get('input_size', (3, 224, 224))
@@ -477,7 +472,7 @@ def deploy(
         fold: fold BatchNorms into adjacent convolutions / linear layers.
         reparameterize: switch blocks with a ``reparameterize()`` method to their deploy form.
         fold_scale: fold LayerScale on residual branches into the branch's last projection.
-        channels_last: convert the parameters to ``torch.channels_last`` and 4-D inputs too (a forward pre-hook).
+        channels_last: convert the parameters to ``torch.channels_last`` (feature maps follow from the first conv).
         batch_chunk_mb: run the family blocks of :data:`BATCH_CHUNKS` on batch slices of at most this many MB of
             block input (None: whole batches); lowers peak memory, not the result.
         compile: return ``torch.compile(model, mode=compile_mode)``; the first call compiles.
@@ -510,7 +505,6 @@ def deploy(
         result.batch_chunked = chunk_batches(model, batch_chunk_mb)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        model.register_forward_pre_hook(_channels_last_input)
         result.channels_last = True
     if check:
         actual = _seeded_forward(model, probe)

@@ -28,8 +28,9 @@
    (the 4x-wide MLP hidden map, attention gathers, scan states) exist for one slice at a time and stay in cache. At
    batch 16, 224, 2 threads: peak RSS of one forward 234 -> 78 MB (BiFormer-T), 231 -> 105 (LITv2-S), 247 -> 121
    (OverLoCK-XT), 357 -> 176 (A2Mamba-N), 50 -> 35 (PATNet-T0), SReT-T unchanged (73 / 76: its maps are small), and
-   no slower (1.0-1.5x the unsliced throughput). Compiled / exported / traced forwards run unsliced (the compiler plans memory itself; slices
-   inside a compiled PATNet-T0 measured no faster: 1.29x the eager deploy form either way).
+   no slower (1.0-1.5x the unsliced throughput). Compiled / exported / traced forwards run unsliced (the compiler
+   plans memory itself; slices inside a compiled PATNet-T0 measured no faster: 1.29x the eager deploy form either
+   way).
 6. **Compile** (opt-in): ``compile=True`` wraps the result in ``torch.compile`` (Inductor; on CPU its C++ code
    generation) with ``compile_mode`` (``'max-autotune-no-cudagraphs'`` searches kernels, at a longer first call).
 

@@ -64,6 +64,7 @@ import torch
 import torch.nn as nn
 
 from .layers.bn_fold import fold_batchnorm
+from .layers.tracing import is_tracing
 
 __all__ = [
     'BATCH_CHUNKS',
@@ -209,15 +210,15 @@ class _BatchChunkedForward:
         if (
             not isinstance(x, torch.Tensor)
             or isinstance(x, torch.fx.Proxy)
-            or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting()
+            or is_tracing()
             or torch.jit.is_tracing()
             or torch.jit.is_scripting()
             or x.dim() == 0
         ):
             return forward(self.module, *args, **kwargs)
         batch = x.shape[0]
-        chunk = max(1, self.max_bytes // max(1, x[0].numel() * x.element_size())) if batch else batch
+        per_sample = x.numel() // max(1, batch) * x.element_size()
+        chunk = max(1, self.max_bytes // max(1, per_sample))
         if batch <= chunk:
             return forward(self.module, *args, **kwargs)
         outs = []
